@@ -1,0 +1,65 @@
+"""clipblip: CLIP and BLIP from one set of parts.
+
+    model = clipblip.load(source)     # a directory, a checkpoint file, or a catalog name
+    pixels = model.preprocess(images)
+    tokens = model.tokenize(texts)
+    model.encode_image(pixels), model.encode_text(tokens)
+    clipblip.classify(model, images, labels)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ClipBlipError
+
+__version__ = "0.1.0"
+__all__ = ["ClipBlipError", "classify", "load", "retrieve", "save", "__version__"]
+
+
+def load(source, *, arch: str | None = None):
+    """A model from a native or Hugging Face directory, an OpenAI/open_clip file, or a catalog name.
+
+    `arch` names the architecture of a bare open_clip file (e.g. 'ViT-B-32'), whose activation and head counts
+    are not in its tensors.
+    """
+    from . import checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        return checkpoint.load_dir(path, arch)
+    if path.is_file():
+        return checkpoint.load_file_checkpoint(path, arch)
+    return _load_catalog(str(source))
+
+
+def _load_catalog(name: str):
+    from . import catalog, checkpoint, hub
+
+    try:
+        entry = catalog.get(name)
+    except ClipBlipError as e:
+        raise ClipBlipError(f"{name!r} is neither an existing path nor a catalog name: {e}") from None
+    local = hub.resolve(entry)
+    if local.is_dir():
+        return checkpoint.load_dir(local, entry.arch)
+    return checkpoint.load_file_checkpoint(local, entry.arch, entry.preprocess)
+
+
+def save(model, directory):
+    """Write `model` in the native format (config.json + model.safetensors)."""
+    from . import checkpoint
+
+    return checkpoint.save(model, directory)
+
+
+def classify(model, images, labels, templates=None, top_k: int = 5):
+    from .tasks.zeroshot import classify as _classify
+
+    return _classify(model, images, labels, templates=templates, top_k=top_k)
+
+
+def retrieve(*args, **kwargs):
+    from .tasks.retrieval import retrieve as _retrieve
+
+    return _retrieve(*args, **kwargs)

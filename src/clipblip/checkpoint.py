@@ -1,0 +1,158 @@
+"""Find, read and strictly load checkpoints of every supported layout; write the native one.
+
+Native: a directory with config.json (our dataclass plus `family`) and model.safetensors. Foreign layouts are
+translated at the border by the converters; after that there is one set of names.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import config as C
+from .convert import hf_clip, open_clip, openai
+from .convert.common import StateDict
+from .errors import ClipBlipError
+from .towers import resample_pos_embed
+
+WEIGHTS = "model.safetensors"
+_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def read_state_dict(path: Path) -> tuple[StateDict, bool]:
+    """(state dict, whether it came from a TorchScript archive). Any read failure names the file."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path)), False
+        if _is_torchscript(path):
+            return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}, True
+        return open_clip.unwrap(torch.load(str(path), map_location="cpu", weights_only=True)), False
+    except ClipBlipError:
+        raise
+    except Exception as e:  # torch and safetensors raise many types for a damaged file
+        raise ClipBlipError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") for n in z.namelist())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ClipBlipError(f"cannot read {path}: {e}") from None
+
+
+def build(cfg):
+    from .models import CLIP
+
+    if cfg.family == "clip":
+        return CLIP(cfg)
+    raise ClipBlipError(f"model family {cfg.family!r} is not supported")
+
+
+def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Module:
+    """Load every weight or fail naming what is missing, unexpected or misshapen."""
+    own = model.state_dict()
+    if "visual.pos_embed" in sd and "visual.pos_embed" in own and sd["visual.pos_embed"].shape != own["visual.pos_embed"].shape:
+        grid = model.config.vision.image_size // model.config.vision.patch_size
+        sd = {**sd, "visual.pos_embed": resample_pos_embed(sd["visual.pos_embed"], grid)}
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]
+        raise ClipBlipError(f"{source}: weights do not fit the model; " + "; ".join(parts))
+    model.load_state_dict(sd, strict=False)
+    return model.eval()
+
+
+def save(model, directory) -> Path:
+    """Write the native format: config.json + model.safetensors."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    C.save(model.config, directory)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(sd, str(directory / WEIGHTS), metadata={"format": "pt", "family": model.config.family})
+    return directory
+
+
+def load_native(directory: Path):
+    cfg = C.from_dict(_read_json(directory / "config.json"))
+    sd, _ = read_state_dict(_first(directory, (WEIGHTS,)))
+    return load_strict(build(cfg), sd, directory)
+
+
+def _first(directory: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    raise ClipBlipError(f"{directory}: no weights file; expected one of {list(names)}")
+
+
+def load_dir(directory: Path, arch: str | None = None):
+    """A native directory, a Hugging Face CLIPModel snapshot, or an open_clip hub snapshot."""
+    cfg_path = directory / "config.json"
+    if cfg_path.is_file():
+        data = _read_json(cfg_path)
+        if "family" in data:
+            return load_native(directory)
+        if data.get("model_type") == "clip":
+            pre = directory / "preprocessor_config.json"
+            cfg = hf_clip.config_from_hf(data, _read_json(pre) if pre.is_file() else None)
+            sd, _ = read_state_dict(_first(directory, _HF_WEIGHTS))
+            if not hf_clip.is_hf_clip_layout(sd):
+                raise ClipBlipError(f"{directory}: config.json says CLIPModel but the weights are not in its layout")
+            return load_strict(build(cfg), hf_clip.from_hf(sd), directory)
+        raise ClipBlipError(f"{directory}/config.json is neither a clipblip config nor a Hugging Face CLIPModel "
+                            f"(model_type={data.get('model_type')!r})")
+    if any((directory / n).is_file() for n in _OPEN_CLIP_WEIGHTS):
+        return load_file_checkpoint(_first(directory, _OPEN_CLIP_WEIGHTS), arch)
+    raise ClipBlipError(f"{directory}: not a checkpoint directory (no config.json, no open_clip weights)")
+
+
+def load_file_checkpoint(path: Path, arch: str | None = None, preprocess: dict | None = None):
+    """One weights file: OpenAI (.pt, TorchScript or plain) or open_clip (.bin/.safetensors/.pt, maybe wrapped)."""
+    sd, jit = read_state_dict(path)
+    if hf_clip.is_hf_clip_layout(sd):
+        raise ClipBlipError(f"{path} holds Hugging Face CLIPModel weights: pass the directory with its config.json")
+    if open_clip.is_custom_text_layout(sd):
+        raise ClipBlipError(f"{path} is an open_clip CustomTextCLIP (timm or HF text tower): not supported")
+    if not openai.is_openai_layout(sd):
+        raise ClipBlipError(f"{path}: unknown checkpoint layout (keys start {sorted(sd)[:3]}); supported: OpenAI "
+                            "CLIP, open_clip, Hugging Face CLIPModel directories, clipblip native directories")
+    cfg = _open_clip_config(path, arch, preprocess)
+    if cfg is None:
+        if not (jit or path.suffix == ".pt"):
+            raise ClipBlipError(
+                f"{path}: an open_clip checkpoint does not say its activation (GELU or QuickGELU) or head counts; "
+                "pass arch='ViT-B-32' (or the name it was trained as, see `clipblip models --archs`), "
+                "or put its open_clip_config.json beside it")
+        cfg = openai.infer_config(sd)  # OpenAI's releases: QuickGELU, width // 64 heads
+    else:
+        open_clip.check_shapes(cfg, sd)
+    return load_strict(build(cfg), openai.from_openai(sd), path)
+
+
+def _open_clip_config(path: Path, arch: str | None, preprocess: dict | None):
+    if arch is not None:
+        from . import catalog
+
+        if arch not in catalog.ARCHS:
+            raise ClipBlipError(f"unknown architecture {arch!r}; known: {', '.join(sorted(catalog.ARCHS))}")
+        return open_clip.config_from_open_clip(catalog.ARCHS[arch], preprocess)
+    beside = path.parent / "open_clip_config.json"
+    if beside.is_file():
+        data = _read_json(beside)
+        return open_clip.config_from_open_clip(data["model_cfg"], data.get("preprocess_cfg", preprocess))
+    return None

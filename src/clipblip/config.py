@@ -1,0 +1,100 @@
+"""Frozen model configs. Everything that changes the numbers (activation, norm eps, pooling and special-token ids,
+preprocessing) is an explicit field, saved as config.json beside the weights; nothing is guessed at load time."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ClipBlipError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    arch: str = "vit"                 # "vit" | "resnet"
+    image_size: int = 224
+    width: int = 768                  # ViT width, or the ResNet stem width (64 for RN50)
+    layers: int | tuple[int, ...] = 12  # ViT depth, or blocks per ResNet stage
+    heads: int = 12                   # ViT heads, or attention-pool heads
+    patch_size: int = 32
+    mlp_dim: int = 3072
+    act: str = "quick_gelu"           # "quick_gelu" | "gelu"
+    norm_eps: float = 1e-5
+    norm_pre: bool = True             # OpenAI's ln_pre before the blocks; BLIP has none
+    patch_bias: bool = False          # OpenAI's conv1 has no bias; BLIP's patch embedding has one
+    output_dim: int | None = 512      # projection to the joint space; None: the tower returns width-d features
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    vocab_size: int = 49408
+    context_length: int = 77
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    mlp_dim: int = 2048
+    act: str = "quick_gelu"
+    norm_eps: float = 1e-5
+    output_dim: int = 512
+    sot_id: int = 49406
+    eot_id: int = 49407               # features are pooled at the first position holding this id
+    pad_id: int = 0                   # what the tokenizer pads with (OpenAI: 0; HF: the eot id)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    size: int = 224
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: str = "bicubic"
+    resize: str = "shortest"          # "shortest" + center crop (CLIP) | "squash" (BLIP)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    embed_dim: int = 512
+    init_logit_scale: float = 2.6592  # log(1 / 0.07)
+    family: str = "clip"
+
+
+FAMILIES = {"clip": ClipConfig}
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _build(cls, data: dict):
+    """Build a (nested) dataclass from JSON data: lists become tuples, unknown keys are an error."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ClipBlipError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}; is this a clipblip config?")
+    kwargs = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict):
+    family = data.get("family")
+    if family not in FAMILIES:
+        raise ClipBlipError(f"config.json has family {family!r}; known families: {sorted(FAMILIES)}")
+    return _build(FAMILIES[family], data)
+
+
+def save(cfg, directory: Path) -> None:
+    (Path(directory) / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")

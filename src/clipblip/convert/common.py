@@ -1,0 +1,73 @@
+"""Helpers shared by the converters: key renaming by ordered regex tables, fused-projection splits and joins."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..errors import ClipBlipError
+
+StateDict = dict[str, torch.Tensor]
+
+
+def rename(sd: StateDict, rules: list[tuple[str, str]]) -> StateDict:
+    """Apply every (pattern, replacement) rule in order to each key."""
+    compiled = [(re.compile(p), r) for p, r in rules]
+    out = {}
+    for key, value in sd.items():
+        for pattern, repl in compiled:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def fuse(sd: StateDict, groups: dict[str, tuple[str, ...]]) -> StateDict:
+    """Concatenate separate projections (q, k, v) into one fused weight: {'x.qkv': ('x.q', 'x.k', 'x.v')}."""
+    sd = dict(sd)
+    for target, parts in groups.items():
+        for suffix in ("weight", "bias"):
+            keys = [f"{p}.{suffix}" for p in parts]
+            if all(k in sd for k in keys):
+                sd[f"{target}.{suffix}"] = torch.cat([sd.pop(k) for k in keys])
+    return sd
+
+
+def unfuse(sd: StateDict, groups: dict[str, tuple[str, ...]]) -> StateDict:
+    """The inverse of `fuse`: split a fused weight into equal parts."""
+    sd = dict(sd)
+    for source, parts in groups.items():
+        for suffix in ("weight", "bias"):
+            key = f"{source}.{suffix}"
+            if key in sd:
+                for name, chunk in zip(parts, sd.pop(key).chunk(len(parts))):
+                    sd[f"{name}.{suffix}"] = chunk.contiguous()
+    return sd
+
+
+def block_indices(sd: StateDict, prefix: str) -> list[int]:
+    """Sorted block numbers N found in keys `{prefix}N.…`."""
+    found = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    return sorted(found)
+
+
+def drop(sd: StateDict, patterns: tuple[str, ...]) -> StateDict:
+    """Remove keys that carry no weights we use (buffers recomputed at run time), by regex."""
+    return {k: v for k, v in sd.items() if not any(re.search(p, k) for p in patterns)}
+
+
+def require(sd: StateDict, keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise ClipBlipError(f"not a {what} checkpoint: missing {missing[:5]}")
+
+
+def invert(rules: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The inverse of literal rename rules (escaped literal patterns, optionally anchored by ^ and $)."""
+    out = []
+    for pattern, repl in reversed(rules):
+        start = "^" if pattern.startswith("^") else ""
+        end = "$" if pattern.endswith("$") else ""
+        literal = pattern[len(start): len(pattern) - len(end)].replace("\\.", ".")
+        out.append((start + re.escape(repl) + end, literal))
+    return out

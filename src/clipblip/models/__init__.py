@@ -1,0 +1,3 @@
+from .clip import CLIP
+
+__all__ = ["CLIP"]

@@ -1,0 +1,40 @@
+"""Transformer blocks. Pre-norm (CLIP, ViT): x + f(norm(x)). Post-norm (BERT, BLIP's text side): norm(x + f(x)),
+with an optional cross-attention sublayer between self-attention and the MLP."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .attention import Attention, CrossAttention, KVCache
+from .mlp import MLP
+
+
+class PreNormBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, act: str, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_dim, act)
+
+    def forward(self, x, mask=None, causal: bool = False):
+        x = x + self.attn(self.norm1(x), mask=mask, causal=causal)
+        return x + self.mlp(self.norm2(x))
+
+
+class PostNormBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, act: str, eps: float, cross_dim: int | None = None):
+        super().__init__()
+        self.attn = Attention(dim, heads)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.xattn = CrossAttention(dim, heads, cross_dim) if cross_dim else None
+        self.norm_x = nn.LayerNorm(dim, eps=eps) if cross_dim else None
+        self.mlp = MLP(dim, mlp_dim, act)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x, mask=None, causal: bool = False, cache: KVCache | None = None, kv=None, kv_mask=None):
+        """`kv`: this block's precomputed image keys/values (`xattn.context_kv`); None skips cross-attention."""
+        x = self.norm1(x + self.attn(x, mask=mask, causal=causal, cache=cache))
+        if kv is not None:
+            x = self.norm_x(x + self.xattn(x, kv=kv, mask=kv_mask))
+        return self.norm2(x + self.mlp(x))

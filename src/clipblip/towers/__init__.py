@@ -1,0 +1,5 @@
+from .clip_text import TextTransformer
+from .resnet import ModifiedResNet
+from .vit import VisionTransformer, resample_pos_embed
+
+__all__ = ["ModifiedResNet", "TextTransformer", "VisionTransformer", "resample_pos_embed"]
