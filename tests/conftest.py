@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from _torchvision_shim import _define_missing_ops
+from _torchvision_shim import define_missing_ops
 
 # transformers imports torchvision when it is installed; make that import work before any test module runs.
-_define_missing_ops()
+define_missing_ops()
 # Two threads make tiny ops ~40x slower on these 2-core machines.
 torch.set_num_threads(1)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ..config import ClipConfig, TextConfig, VisionConfig
 from .common import StateDict, block_indices, drop, fuse, rename
 
-# JIT archives keep these as tensors next to the weights; OpenAI's build_model deletes them too.
-_META = (r"^input_resolution$", r"^context_length$", r"^vocab_size$")
+# JIT archives keep these as tensors next to the weights (OpenAI's build_model deletes them too); a traced
+# open_clip model also saves its causal mask, which we rebuild.
+_META = (r"^input_resolution$", r"^context_length$", r"^vocab_size$", r"(^|\.)attn_mask$")
 
 _BLOCK_RULES = [
     (r"\.ln_1\.", ".norm1."), (r"\.ln_2\.", ".norm2."),
