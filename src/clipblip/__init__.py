@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import ClipBlipError
 
 __version__ = "0.1.0"
-__all__ = ["ClipBlipError", "classify", "load", "retrieve", "save", "__version__"]
+__all__ = ["ClipBlipError", "classify", "image_features", "image_to_text", "load", "save", "text_features",
+           "text_to_image", "__version__"]
 
 
 def load(source, *, arch: str | None = None):
@@ -42,7 +43,7 @@ def _load_catalog(name: str):
         raise ClipBlipError(f"{name!r} is neither an existing path nor a catalog name: {e}") from None
     local = hub.resolve(entry)
     if local.is_dir():
-        return checkpoint.load_dir(local, entry.arch)
+        return checkpoint.load_dir(local, entry.arch, entry.preprocess)
     return checkpoint.load_file_checkpoint(local, entry.arch, entry.preprocess)
 
 
@@ -59,7 +60,29 @@ def classify(model, images, labels, templates=None, top_k: int = 5):
     return _classify(model, images, labels, templates=templates, top_k=top_k)
 
 
-def retrieve(*args, **kwargs):
-    from .tasks.retrieval import retrieve as _retrieve
+def text_to_image(model, texts, image_feats, top_k: int = 5):
+    """Per text, [(image row, score)] best first; `image_feats` from `image_features`."""
+    from .tasks.retrieval import text_to_image as _run
 
-    return _retrieve(*args, **kwargs)
+    return _run(model, texts, image_feats, top_k)
+
+
+def image_to_text(model, images, text_feats, top_k: int = 5):
+    """Per image, [(text row, score)] best first; `text_feats` from `text_features`."""
+    from .tasks.retrieval import image_to_text as _run
+
+    return _run(model, images, text_feats, top_k)
+
+
+def image_features(model, images, batch_size: int = 32):
+    """Normalized image features [N, D] (a bad image raises; the CLI skips and lists them instead)."""
+    from .tasks.inputs import image_features as _run
+
+    return _run(model, images, batch_size)[0]
+
+
+def text_features(model, texts, batch_size: int = 256):
+    """Normalized text features [N, D]."""
+    from .tasks.inputs import text_features as _run
+
+    return _run(model, texts, batch_size)

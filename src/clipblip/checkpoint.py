@@ -100,7 +100,7 @@ def _first(directory: Path, names: tuple[str, ...]) -> Path:
     raise ClipBlipError(f"{directory}: no weights file; expected one of {list(names)}")
 
 
-def load_dir(directory: Path, arch: str | None = None):
+def load_dir(directory: Path, arch: str | None = None, preprocess: dict | None = None):
     """A native directory, a Hugging Face CLIPModel snapshot, or an open_clip hub snapshot."""
     cfg_path = directory / "config.json"
     if cfg_path.is_file():
@@ -117,7 +117,7 @@ def load_dir(directory: Path, arch: str | None = None):
         raise ClipBlipError(f"{directory}/config.json is neither a clipblip config nor a Hugging Face CLIPModel "
                             f"(model_type={data.get('model_type')!r})")
     if any((directory / n).is_file() for n in _OPEN_CLIP_WEIGHTS):
-        return load_file_checkpoint(_first(directory, _OPEN_CLIP_WEIGHTS), arch)
+        return load_file_checkpoint(_first(directory, _OPEN_CLIP_WEIGHTS), arch, preprocess)
     raise ClipBlipError(f"{directory}: not a checkpoint directory (no config.json, no open_clip weights)")
 
 

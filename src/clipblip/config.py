@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ClipBlipError
+from .image import Preprocess
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,10 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
-class ImageConfig:
-    size: int = 224
-    mean: tuple[float, float, float] = OPENAI_MEAN
-    std: tuple[float, float, float] = OPENAI_STD
-    interpolation: str = "bicubic"
-    resize: str = "shortest"          # "shortest" + center crop (CLIP) | "squash" (BLIP)
-
-
-@dataclass(frozen=True)
 class ClipConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
+    image: Preprocess = field(default_factory=Preprocess)  # saved with the weights
     embed_dim: int = 512
     init_logit_scale: float = 2.6592  # log(1 / 0.07)
     family: str = "clip"

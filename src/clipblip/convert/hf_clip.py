@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import ClipConfig, ImageConfig, TextConfig, VisionConfig
+from ..config import ClipConfig, TextConfig, VisionConfig
+from ..image import Preprocess
 from ..errors import ClipBlipError
 from .common import StateDict, block_indices, drop, fuse, invert, rename, unfuse
 
@@ -71,10 +72,10 @@ def config_from_hf(hf: dict, preprocessor: dict | None = None) -> ClipConfig:
         layers=v.get("num_hidden_layers", 12), heads=v.get("num_attention_heads", 12),
         patch_size=v.get("patch_size", 32), mlp_dim=v.get("intermediate_size", 3072),
         act=_act(v.get("hidden_act", "quick_gelu")), norm_eps=v.get("layer_norm_eps", 1e-5), output_dim=embed)
-    image = ImageConfig(size=vision.image_size)
+    image = Preprocess(size=vision.image_size)
     if preprocessor:
         crop = preprocessor.get("crop_size", vision.image_size)
-        image = ImageConfig(size=crop["height"] if isinstance(crop, dict) else crop,
+        image = Preprocess(size=crop["height"] if isinstance(crop, dict) else crop,
                             mean=tuple(preprocessor.get("image_mean", image.mean)),
                             std=tuple(preprocessor.get("image_std", image.std)),
                             interpolation={2: "bilinear", 3: "bicubic"}.get(preprocessor.get("resample", 3), "bicubic"))

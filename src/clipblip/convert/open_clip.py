@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import ClipConfig, ImageConfig, TextConfig, VisionConfig
+from ..config import ClipConfig, TextConfig, VisionConfig
+from ..image import Preprocess
 from ..errors import ClipBlipError
 from .common import StateDict
 from .openai import infer_config
@@ -67,9 +68,9 @@ def config_from_open_clip(model_cfg: dict, preprocess: dict | None = None) -> Cl
                       width=width, heads=t.get("heads", 8), layers=t.get("layers", 12),
                       mlp_dim=int(width * t.get("mlp_ratio", 4.0)), act=act, output_dim=embed,
                       pad_id=t.get("pad_id", 0))
-    image = ImageConfig(size=vision.image_size)
+    image = Preprocess(size=vision.image_size)
     if preprocess:
-        image = ImageConfig(size=vision.image_size, mean=tuple(preprocess.get("mean", image.mean)),
+        image = Preprocess(size=vision.image_size, mean=tuple(preprocess.get("mean", image.mean)),
                             std=tuple(preprocess.get("std", image.std)),
                             interpolation=preprocess.get("interpolation", "bicubic"),
                             resize="squash" if preprocess.get("resize_mode") == "squash" else "shortest")

@@ -32,11 +32,12 @@ class CLIP(nn.Module):
 
     @property
     def preprocess(self):
-        if self._preprocess is None:
-            from ..image import Preprocess
+        """The config's preprocessing; assign a variant (e.g. `dataclasses.replace(p, fast=True)`) to change it."""
+        return self._preprocess or self.config.image
 
-            self._preprocess = Preprocess(**vars(self.config.image))
-        return self._preprocess
+    @preprocess.setter
+    def preprocess(self, value):
+        self._preprocess = value
 
     def tokenize(self, texts) -> torch.Tensor:
         return self.tokenizer(texts)

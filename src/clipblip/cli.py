@@ -1,0 +1,218 @@
+"""`clipblip`: one entry point, a subcommand per task.
+
+Exit codes: 0 all done; 1 an error (one line on stderr, no traceback); 2 bad usage; 3 done, but some inputs
+were skipped (each listed on stderr, or under "skipped" with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ClipBlipError
+
+EXIT_ERROR, EXIT_PARTIAL = 1, 3
+
+
+def _model(args):
+    import torch
+
+    from . import load
+
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load(args.model, arch=args.arch)
+    if args.fast:
+        from dataclasses import replace
+
+        model.preprocess = replace(model.preprocess, fast=True)
+    return model
+
+
+def _texts(args) -> list[str]:
+    texts = list(args.texts or [])
+    if args.texts_file:
+        try:
+            texts += [line.strip() for line in Path(args.texts_file).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise ClipBlipError(f"cannot read {args.texts_file}: {e.strerror}") from None
+    return texts
+
+
+def _report(result: dict, skipped, as_json: bool, lines) -> int:
+    """Print the result (JSON or text lines) and the skipped items; the exit code says whether any were skipped."""
+    if as_json:
+        print(json.dumps({**result, "skipped": [{"item": i, "error": e} for i, e in skipped.items]}, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    for item, error in skipped.items:
+        print(f"skipped {item}: {error}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} input(s) skipped", file=sys.stderr)
+    return EXIT_PARTIAL if skipped else 0
+
+
+def cmd_models(args) -> int:
+    from . import catalog, hub
+
+    rows = []
+    for name in catalog.names(args.family):
+        e = catalog.get(name)
+        rows.append({"name": name, "family": e.family, "arch": e.arch, "hub_id": e.hub_id, "format": e.format,
+                     "cached": hub.is_cached(e)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<48} {r['family']:<5} {r['hub_id'] or '-':<52} {'cached' if r['cached'] else ''}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import torch
+
+    from .tasks.inputs import Skipped, find_images, image_features, text_features
+
+    texts = _texts(args)
+    images = find_images(args.images) if args.images else []
+    if not texts and not images:
+        raise ClipBlipError("nothing to embed: give --images and/or --texts / --texts-file")
+    out = Path(args.output)
+    if out.suffix not in (".safetensors", ".npy"):
+        raise ClipBlipError(f"output {out} must end in .safetensors or .npy")
+    if out.suffix == ".npy" and texts and images:
+        raise ClipBlipError("a .npy file holds one array: embed images and texts to separate files, or use .safetensors")
+    model = _model(args)
+    tensors, meta, skipped = {}, {}, Skipped()
+    if images:
+        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+        tensors["image_features"], meta["images"] = feats, [str(images[i]) for i in kept]
+    if texts:
+        tensors["text_features"], meta["texts"] = text_features(model, texts, progress=True), texts
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        import numpy as np
+
+        (name, array), = tensors.items()
+        np.save(out, array.numpy())
+        out.with_suffix(".json").write_text(json.dumps(meta, indent=1))  # which row is which
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
+    shapes = {k: list(v.shape) for k, v in tensors.items()}
+    return _report({"output": str(out), "shapes": shapes}, skipped, args.json,
+                   [f"wrote {out}: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())])
+
+
+def cmd_classify(args) -> int:
+    from .tasks.inputs import find_images, image_features
+    from .tasks.zeroshot import class_embeddings, scores, top_labels
+
+    labels = list(args.labels or [])
+    if args.labels_file:
+        labels += [line.strip() for line in Path(args.labels_file).read_text().splitlines() if line.strip()]
+    images = find_images(args.images)
+    model = _model(args)
+    class_feats = class_embeddings(model, labels, args.templates)
+    feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+    results = top_labels(scores(model, feats, class_feats), labels, args.top_k)
+    rows = [{"image": str(images[i]), "labels": [{"label": lab, "prob": p} for lab, p in r]}
+            for i, r in zip(kept, results)]
+    lines = [f"{row['image']}: " + ", ".join(f"{x['label']} {x['prob']:.3f}" for x in row["labels"]) for row in rows]
+    return _report({"results": rows}, skipped, args.json, lines)
+
+
+def cmd_search(args) -> int:
+    from .tasks.inputs import find_images, image_features
+    from .tasks.retrieval import text_to_image
+
+    images = find_images(args.images)
+    model = _model(args)
+    feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+    hits = text_to_image(model, args.queries, feats, args.top_k)
+    rows = [{"query": q, "hits": [{"image": str(images[kept[j]]), "score": s} for j, s in h]}
+            for q, h in zip(args.queries, hits)]
+    lines = []
+    for row in rows:
+        lines += [f"{row['query']}:"] + [f"  {h['score']:.4f}  {h['image']}" for h in row["hits"]]
+    return _report({"results": rows}, skipped, args.json, lines)
+
+
+def cmd_convert(args) -> int:
+    from . import load, save
+    from .export import export_hf
+    from .tasks.inputs import Skipped
+
+    model = load(args.source, arch=args.arch)
+    out = export_hf(model, args.output) if args.to == "hf" else save(model, args.output)
+    return _report({"output": str(out), "format": args.to}, Skipped(), args.json, [f"wrote {args.to} model to {out}"])
+
+
+def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    if model:
+        p.add_argument("--model", "-m", required=True, help="checkpoint path, directory, or catalog name")
+        p.add_argument("--arch", help="architecture of a bare open_clip file, e.g. ViT-B-32")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+        p.add_argument("--fast", action="store_true", help="fast JPEG decode (DCT downscale; see docs)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="clipblip", description="CLIP and BLIP: models, checkpoints, applications")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="list the catalog of known releases")
+    p.add_argument("--family", choices=["clip", "blip"])
+    _common(p, model=False)
+    p.set_defaults(run=cmd_models)
+    p = sub.add_parser("embed", help="embed images and/or texts to .safetensors or .npy")
+    p.add_argument("--images", nargs="+", help="image files or directories")
+    p.add_argument("--texts", nargs="+")
+    p.add_argument("--texts-file", help="one text per line")
+    p.add_argument("--output", "-o", required=True)
+    _common(p)
+    p.set_defaults(run=cmd_embed)
+    p = sub.add_parser("classify", help="zero-shot classification")
+    p.add_argument("images", nargs="+", help="image files or directories")
+    p.add_argument("--labels", nargs="+")
+    p.add_argument("--labels-file", help="one class name per line")
+    p.add_argument("--templates", nargs="+", help="prompt templates with {} for the label")
+    p.add_argument("--top-k", type=int, default=5)
+    _common(p)
+    p.set_defaults(run=cmd_classify)
+    p = sub.add_parser("search", help="text-to-image search over a folder")
+    p.add_argument("queries", nargs="+")
+    p.add_argument("--images", nargs="+", required=True, help="image files or directories")
+    p.add_argument("--top-k", type=int, default=5)
+    _common(p)
+    p.set_defaults(run=cmd_search)
+    p = sub.add_parser("convert", help="write a checkpoint in the native (or Hugging Face) format")
+    p.add_argument("source")
+    p.add_argument("output")
+    p.add_argument("--to", choices=["native", "hf"], default="native")
+    p.add_argument("--arch", help="architecture of a bare open_clip file")
+    _common(p, model=False)
+    p.set_defaults(run=cmd_convert)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ClipBlipError as e:
+        print(f"clipblip: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("clipblip: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
