@@ -17,3 +17,35 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny CLIP with random weights in the native format (32x32 images, 16-d embeddings)."""
+    import clipblip
+    from clipblip.config import ClipConfig, TextConfig, VisionConfig
+    from clipblip.image import Preprocess
+    from clipblip.models import CLIP
+
+    torch.manual_seed(0)
+    cfg = ClipConfig(
+        vision=VisionConfig(image_size=32, width=32, layers=2, heads=4, patch_size=8, mlp_dim=64, output_dim=16),
+        text=TextConfig(width=32, heads=4, layers=2, mlp_dim=64, output_dim=16),
+        image=Preprocess(size=32), embed_dim=16)
+    path = tmp_path_factory.mktemp("tiny_clip")
+    clipblip.save(CLIP(cfg).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """Six small coloured images of mixed sizes and formats, plus one corrupt file and one non-image."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("images")
+    colors = ["red", "green", "blue", "yellow", "white", "black"]
+    for i, c in enumerate(colors):
+        Image.new("RGB", (40 + 7 * i, 48 - 3 * i), c).save(d / f"{i}_{c}.{'png' if i % 2 else 'jpg'}")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (d / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return d

@@ -73,7 +73,8 @@ def config_from_open_clip(model_cfg: dict, preprocess: dict | None = None) -> Cl
         image = Preprocess(size=vision.image_size, mean=tuple(preprocess.get("mean", image.mean)),
                             std=tuple(preprocess.get("std", image.std)),
                             interpolation=preprocess.get("interpolation", "bicubic"),
-                            resize="squash" if preprocess.get("resize_mode") == "squash" else "shortest")
+                            resize=preprocess.get("resize", "squash" if preprocess.get("resize_mode") == "squash"
+                                                  else "shortest"))
     return ClipConfig(vision=vision, text=text, image=image, embed_dim=embed)
 
 

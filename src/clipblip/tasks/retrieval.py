@@ -21,8 +21,9 @@ def topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int = 1638
         for start in range(0, gallery.shape[0], chunk):
             s = q @ gallery[start:start + chunk].t()
             s, i = s.topk(min(k, s.shape[1]), dim=1)
-            # merge this chunk's best with the running best; ties keep the earlier row
-            best_s, order = torch.cat([best_s, s], 1).topk(k, dim=1)
+            # merge this chunk's best with the running best
+            merged = torch.cat([best_s, s], 1)
+            best_s, order = merged.topk(min(k, merged.shape[1]), dim=1)
             best_i = torch.cat([best_i, i + start], 1).gather(1, order)
         all_scores.append(best_s)
         all_index.append(best_i)
