@@ -20,6 +20,7 @@ DEFAULT_TEMPLATES = (
 )
 
 
+@torch.no_grad()
 def class_embeddings(model, labels, templates=None) -> torch.Tensor:
     """[C, D]: for each label the mean of its normalized template embeddings, normalized again (as in CLIP)."""
     labels = list(labels)
@@ -33,6 +34,7 @@ def class_embeddings(model, labels, templates=None) -> torch.Tensor:
     return F.normalize(feats.mean(dim=1), dim=-1)
 
 
+@torch.no_grad()
 def scores(model, image_feats: torch.Tensor, class_feats: torch.Tensor) -> torch.Tensor:
     """Class probabilities [N, C]: softmax over the model's scaled cosine similarities."""
     scale = model.logit_scale.exp().float().cpu()
@@ -44,6 +46,7 @@ def top_labels(probs: torch.Tensor, labels, top_k: int) -> list[list[tuple[str, 
     return [[(labels[j], float(v)) for v, j in zip(vs, js.tolist())] for vs, js in zip(values, index)]
 
 
+@torch.no_grad()
 def classify(model, images, labels, templates=None, top_k: int = 5, batch_size: int = 32):
     """Top-k (label, probability) for each image. Images: PIL images, paths, or a pixel tensor [B, 3, H, W]."""
     labels = list(labels)
