@@ -13,13 +13,13 @@ import tempfile
 
 import torch
 
-from common import best_time, define_torchvision_ops, machine
+from common import compare, define_torchvision_ops, machine
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,7 +52,7 @@ def main():
     print(f"| case | transformers ms | clipblip ms | speed-up |\n|---|---|---|---|")
     with torch.inference_mode():
         for name, (theirs, mine) in cases.items():
-            t_hf, t_ours = best_time(theirs, args.repeat), best_time(mine, args.repeat)
+            t_hf, t_ours = compare(theirs, mine, args.repeat)
             print(f"| {name} | {t_hf * 1e3:.1f} | {t_ours * 1e3:.1f} | {t_hf / t_ours:.2f}x |")
 
 

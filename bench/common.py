@@ -21,6 +21,20 @@ def best_time(fn, repeat: int = 5, warmup: int = 2) -> float:
     return min(times)
 
 
+def compare(theirs, ours, repeat: int = 7, warmup: int = 2) -> tuple[float, float]:
+    """Best-of-`repeat` seconds of each, the two calls alternating so that both see the same machine state
+    (on a shared VM the speed drifts by tens of percent over a minute)."""
+    for _ in range(warmup):
+        theirs(), ours()
+    t_theirs, t_ours = [], []
+    for _ in range(repeat):
+        for fn, times in ((theirs, t_theirs), (ours, t_ours)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return min(t_theirs), min(t_ours)
+
+
 def machine() -> str:
     return (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, {platform.python_version()}")

@@ -6,24 +6,34 @@ from torch import nn
 
 
 class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x). `inplace` (as nn.ReLU's) saves a pass over the MLP's widest activation when no
+    gradient is recorded; with one, it computes out of place."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        gate = torch.sigmoid(1.702 * x)
+        if self.inplace and not (torch.is_grad_enabled() and x.requires_grad):
+            return x.mul_(gate)
+        return x * gate
 
 
 ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, inplace: bool = False) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return QuickGELU(inplace) if name == "quick_gelu" else ACTIVATIONS[name]()
 
 
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int, act: str):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = activation(act)
+        self.act = activation(act, inplace=True)  # it only ever sees fc1's fresh output
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,11 @@
+"""Run every benchmark in this folder, one after another (`make bench`). Each prints a markdown table."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("bench_tokenizer.py", "bench_image.py", "bench_towers.py"):
+    print(f"\n## {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)
