@@ -21,7 +21,6 @@ def _model(args):
 
     from . import load
 
-    torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load(args.model, arch=args.arch)
@@ -203,9 +202,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import torch
+
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        with torch.inference_mode():
+            return args.run(args)
     except ClipBlipError as e:
         print(f"clipblip: error: {e}", file=sys.stderr)
         return EXIT_ERROR

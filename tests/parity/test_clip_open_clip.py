@@ -72,6 +72,7 @@ def test_openai_plain_state_dict(tmp_path, tower, monkeypatch):
     _compare(model, ref)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_openai_torchscript_archive(tmp_path, monkeypatch):
     ref = open_clip_model(OPEN_CLIP_VIT, quick_gelu=True)
     pixels, ids = torch.randn(1, 3, 32, 32), token_ids()[:1]
