@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import config as C
-from .convert import hf_clip, open_clip, openai
+from .convert import blip, hf_clip, open_clip, openai
 from .convert.common import StateDict
 from .errors import ClipBlipError
 from .towers import resample_pos_embed
@@ -53,11 +53,18 @@ def _read_json(path: Path) -> dict:
 
 
 def build(cfg):
-    from .models import CLIP
+    from .models import BLIP, CLIP
 
-    if cfg.family == "clip":
-        return CLIP(cfg)
-    raise ClipBlipError(f"model family {cfg.family!r} is not supported")
+    return {"clip": CLIP, "blip": BLIP}[cfg.family](cfg)
+
+
+def _aliases(state: StateDict) -> dict[str, str]:
+    """key -> the first key holding the same tensor (tied weights appear under several names)."""
+    first, out = {}, {}
+    for key, value in state.items():
+        ident = (value.data_ptr(), value.shape, value.stride()) if value.numel() else (key,)
+        out[key] = first.setdefault(ident, key)
+    return out
 
 
 def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Module:
@@ -66,7 +73,10 @@ def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Modul
     if "visual.pos_embed" in sd and "visual.pos_embed" in own and sd["visual.pos_embed"].shape != own["visual.pos_embed"].shape:
         grid = model.config.vision.image_size // model.config.vision.patch_size
         sd = {**sd, "visual.pos_embed": resample_pos_embed(sd["visual.pos_embed"], grid)}
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    alias = _aliases(own)
+    # a tied weight is loaded through any one of its names
+    present = {alias[k] for k in sd if k in alias}
+    missing = [k for k in own if k not in sd and alias[k] not in present and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
@@ -82,7 +92,9 @@ def save(model, directory) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     C.save(model.config, directory)
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    alias = _aliases(state)
+    sd = {k: v.detach().contiguous().cpu() for k, v in state.items() if alias[k] == k}  # tied weights once
     save_file(sd, str(directory / WEIGHTS), metadata={"format": "pt", "family": model.config.family})
     return directory
 
@@ -114,7 +126,15 @@ def load_dir(directory: Path, arch: str | None = None, preprocess: dict | None =
             if not hf_clip.is_hf_clip_layout(sd):
                 raise ClipBlipError(f"{directory}: config.json says CLIPModel but the weights are not in its layout")
             return load_strict(build(cfg), hf_clip.from_hf(sd), directory)
-        raise ClipBlipError(f"{directory}/config.json is neither a clipblip config nor a Hugging Face CLIPModel "
+        if data.get("model_type") == "blip":
+            pre = directory / "preprocessor_config.json"
+            sd, _ = read_state_dict(_first(directory, _HF_WEIGHTS))
+            if not blip.is_hf_layout(sd):
+                raise ClipBlipError(f"{directory}: config.json says BLIP but the weights are not in its layout")
+            sd = blip.to_native(sd)
+            cfg = blip.config_from_hf(data, blip.parts_of(sd), _read_json(pre) if pre.is_file() else None)
+            return load_strict(build(cfg), blip.complete(sd, cfg), directory)
+        raise ClipBlipError(f"{directory}/config.json is neither a clipblip config nor a Hugging Face CLIP/BLIP "
                             f"(model_type={data.get('model_type')!r})")
     if any((directory / n).is_file() for n in _OPEN_CLIP_WEIGHTS):
         return load_file_checkpoint(_first(directory, _OPEN_CLIP_WEIGHTS), arch, preprocess)
@@ -124,6 +144,8 @@ def load_dir(directory: Path, arch: str | None = None, preprocess: dict | None =
 def load_file_checkpoint(path: Path, arch: str | None = None, preprocess: dict | None = None):
     """One weights file: OpenAI (.pt, TorchScript or plain) or open_clip (.bin/.safetensors/.pt, maybe wrapped)."""
     sd, jit = read_state_dict(path)
+    if blip.is_original_layout(sd) or blip.is_hf_layout(sd):
+        return _load_blip_file(path, sd, arch, preprocess)
     if hf_clip.is_hf_clip_layout(sd):
         raise ClipBlipError(f"{path} holds Hugging Face CLIPModel weights: pass the directory with its config.json")
     if open_clip.is_custom_text_layout(sd):
@@ -142,6 +164,18 @@ def load_file_checkpoint(path: Path, arch: str | None = None, preprocess: dict |
     else:
         open_clip.check_shapes(cfg, sd)
     return load_strict(build(cfg), openai.from_openai(sd), path)
+
+
+def _load_blip_file(path: Path, sd: StateDict, arch: str | None, preprocess: dict | None):
+    """A bare BLIP weights file: shapes give the architecture, the catalog arch (if any) the image size."""
+    size = None
+    if arch is not None:
+        from . import catalog
+
+        size = catalog.image_size(arch) if arch in catalog.ARCHS else None
+    sd = blip.to_native(sd)
+    cfg = blip.infer_config(sd, image_size=size, preprocess=preprocess)
+    return load_strict(build(cfg), blip.complete(sd, cfg), path)
 
 
 def _open_clip_config(path: Path, arch: str | None, preprocess: dict | None):

@@ -55,7 +55,43 @@ class ClipConfig:
     family: str = "clip"
 
 
-FAMILIES = {"clip": ClipConfig}
+@dataclass(frozen=True)
+class BertConfig:
+    """BLIP's text side: BERT-style post-norm blocks, cross-attention to the image in every block."""
+    vocab_size: int = 30524           # BERT uncased + [DEC] + [ENC]
+    width: int = 768
+    heads: int = 12
+    layers: int = 12
+    mlp_dim: int = 3072
+    max_positions: int = 512
+    act: str = "gelu"
+    norm_eps: float = 1e-12
+    cross_width: int = 768            # the image tower's width
+    max_length: int = 35              # tokenizer truncation (BLIP's captions and questions)
+    pad_id: int = 0
+    cls_id: int = 101                 # starts unimodal text (ITC)
+    sep_id: int = 102                 # ends every text; generation stops at it
+    dec_id: int = 30522               # starts decoder input
+    enc_id: int = 30523               # starts image-grounded encoder input (ITM)
+
+
+BLIP_PARTS = ("encoder", "decoder", "itc", "itm")
+
+
+@dataclass(frozen=True)
+class BlipConfig:
+    vision: VisionConfig = field(default_factory=lambda: VisionConfig(
+        image_size=384, patch_size=16, act="gelu", norm_eps=1e-6, norm_pre=False, patch_bias=True, output_dim=None))
+    text: BertConfig = field(default_factory=BertConfig)
+    image: Preprocess = field(default_factory=lambda: Preprocess(size=384, resize="squash"))
+    embed_dim: int = 256              # ITC projections
+    parts: tuple[str, ...] = BLIP_PARTS  # which heads the checkpoint has (captioning files: decoder only, ...)
+    tie_decoder: bool = False         # pretraining shares all decoder weights but self-attention with the encoder
+    init_temp: float = 0.07
+    family: str = "blip"
+
+
+FAMILIES = {"clip": ClipConfig, "blip": BlipConfig}
 
 
 def to_dict(cfg) -> dict:

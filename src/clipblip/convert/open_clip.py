@@ -23,8 +23,14 @@ _DEFAULT_POOL = {"vision_cfg": ("pool_type", "tok"), "text_cfg": ("pool_type", "
 
 
 def unwrap(obj) -> StateDict:
-    """Strip the training-checkpoint wrapping open_clip writes: {'state_dict': ...} and DDP's 'module.' prefix."""
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    """Strip training-checkpoint wrapping: {'state_dict': ...} (open_clip), {'model': ...} (BLIP), and DDP's
+    'module.' prefix."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    sd = obj
     if not isinstance(sd, dict):
         raise ClipBlipError("the file holds no state dict (expected a dict of tensors)")
     if sd and all(k.startswith("module.") for k in sd):

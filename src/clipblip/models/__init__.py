@@ -1,3 +1,4 @@
+from .blip import BLIP
 from .clip import CLIP
 
-__all__ = ["CLIP"]
+__all__ = ["BLIP", "CLIP"]
