@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import ClipBlipError
 
 __version__ = "0.1.0"
-__all__ = ["ClipBlipError", "classify", "image_features", "image_to_text", "load", "save", "text_features",
+__all__ = ["ClipBlipError", "answer", "caption", "classify", "match", "image_features", "image_to_text", "load", "save", "text_features",
            "text_to_image", "__version__"]
 
 
@@ -58,6 +58,29 @@ def classify(model, images, labels, templates=None, top_k: int = 5):
     from .tasks.zeroshot import classify as _classify
 
     return _classify(model, images, labels, templates=templates, top_k=top_k)
+
+
+def caption(model, images, num_beams: int = 1, max_new_tokens: int = 30, min_new_tokens: int = 0, top_p=None,
+            temperature: float = 1.0, repetition_penalty: float = 1.0, prompt=None, seed=None) -> list[str]:
+    """BLIP captions, one per image: greedy, beam search (num_beams > 1) or nucleus sampling (top_p)."""
+    from .tasks.caption import caption as _run
+
+    return _run(model, images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, prompt=prompt, seed=seed)
+
+
+def answer(model, images, questions, candidates=None):
+    """BLIP VQA: a generated answer per (image, question), or with `candidates` ranked [(answer, prob)] lists."""
+    from .tasks.vqa import answer as _run
+
+    return _run(model, images, questions, candidates=candidates)
+
+
+def match(model, images, texts):
+    """BLIP ITM: match probability [n_images, n_texts]."""
+    from .tasks.itm import match as _run
+
+    return _run(model, images, texts)
 
 
 def text_to_image(model, texts, image_feats, top_k: int = 5):

@@ -1,5 +1,5 @@
-"""Export to other libraries' layouts. Hugging Face CLIPModel: config.json, preprocessor_config.json,
-model.safetensors. transformers is not needed to write it, only to read it back."""
+"""Export to Hugging Face layouts (config.json, preprocessor_config.json, model.safetensors): CLIPModel for CLIP,
+the matching Blip* class for BLIP. transformers is not needed to write them, only to read them back."""
 
 from __future__ import annotations
 
@@ -8,18 +8,26 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .convert import hf_clip
+from .convert import blip, hf_clip
 from .errors import ClipBlipError
 
 
 def export_hf(model, directory) -> Path:
-    if model.config.family != "clip":
-        raise ClipBlipError(f"export to Hugging Face is implemented for CLIP, not {model.config.family}")
+    """CLIP -> CLIPModel; BLIP -> the Blip* class its parts make (caption, retrieval or VQA)."""
+    converter = {"clip": hf_clip, "blip": blip}.get(model.config.family)
+    if converter is None:
+        raise ClipBlipError(f"export to Hugging Face is not implemented for {model.config.family}")
+    config, preprocessor = converter.config_to_hf(model.config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config, preprocessor = hf_clip.config_to_hf(model.config)
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-    sd = {k: v.detach().contiguous().cpu() for k, v in hf_clip.to_hf(model.state_dict()).items()}
+    tensors = converter.to_hf(model.state_dict())
+    seen, sd = set(), {}
+    for k, v in tensors.items():  # tied weights are stored once; transformers re-ties them on load
+        ident = (v.data_ptr(), v.shape)
+        if ident not in seen:
+            seen.add(ident)
+            sd[k] = v.detach().contiguous().cpu()
     save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
     return directory

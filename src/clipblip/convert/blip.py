@@ -18,11 +18,11 @@ from .common import StateDict, block_indices, drop, fuse, invert, rename, unfuse
 _TRAINING_STATE = (r"^(visual_encoder|text_encoder|vision_proj|text_proj)_m\.", r"^(image|text|idx)_queue$",
                    r"^(queue|ptr)_ptr$", r"^ptr_queue$", r"\.position_ids$")
 
-_TEXT_RULES = [
-    (r"^text_decoder\.bert\.", "text_decoder."),
+_TEXT_RULES = [  # the LM head's rules come before the decoder prefix's, so that inverting them keeps them apart
     (r"^text_decoder\.cls\.predictions\.transform\.dense\.", "lm_head.dense."),
     (r"^text_decoder\.cls\.predictions\.transform\.LayerNorm\.", "lm_head.norm."),
     (r"^text_decoder\.cls\.predictions\.bias$", "lm_head.bias"),
+    (r"^text_decoder\.bert\.", "text_decoder."),
     (r"\.embeddings\.word_embeddings\.", ".word_embed."),
     (r"\.embeddings\.position_embeddings\.weight$", ".pos_embed"),
     (r"\.embeddings\.LayerNorm\.", ".emb_norm."),
@@ -147,19 +147,21 @@ def complete(sd: StateDict, cfg: BlipConfig) -> StateDict:
     return sd
 
 
-def infer_config(sd: StateDict, image_size: int | None = None, preprocess: dict | None = None) -> BlipConfig:
-    """Hyperparameters from a native state dict's shapes (heads = width // 64, as in every BLIP release);
-    the norm epsilons and activation are BLIP's (1e-6 ViT, 1e-12 text, GELU)."""
+def infer_config(sd: StateDict, image_size: int | None = None, preprocess: dict | None = None,
+                 vision_heads: int | None = None, text_heads: int | None = None) -> BlipConfig:
+    """Hyperparameters from a native state dict's shapes. Head counts are not in the shapes: width // 64 is right
+    for every BLIP release; pass them for models that differ. Norm epsilons and activation are BLIP's (1e-6 ViT,
+    1e-12 text, GELU)."""
     w = sd["visual.patch_embed.weight"].shape[0]
     patch = sd["visual.patch_embed.weight"].shape[-1]
     grid = round((sd["visual.pos_embed"].shape[0] - 1) ** 0.5)
-    vision = VisionConfig(arch="vit", image_size=image_size or grid * patch, width=w, heads=w // 64,
+    vision = VisionConfig(arch="vit", image_size=image_size or grid * patch, width=w, heads=vision_heads or w // 64,
                           layers=len(block_indices(sd, "visual.blocks.")), patch_size=patch,
                           mlp_dim=sd["visual.blocks.0.mlp.fc1.weight"].shape[0], act="gelu", norm_eps=1e-6,
                           norm_pre=False, patch_bias=True, output_dim=None)
     tower = "text_encoder" if "text_encoder.word_embed.weight" in sd else "text_decoder"
     emb = sd[f"{tower}.word_embed.weight"]
-    text = BertConfig(vocab_size=emb.shape[0], width=emb.shape[1], heads=emb.shape[1] // 64,
+    text = BertConfig(vocab_size=emb.shape[0], width=emb.shape[1], heads=text_heads or emb.shape[1] // 64,
                       layers=len(block_indices(sd, f"{tower}.blocks.")),
                       mlp_dim=sd[f"{tower}.blocks.0.mlp.fc1.weight"].shape[0],
                       max_positions=sd[f"{tower}.pos_embed"].shape[0],

@@ -8,14 +8,19 @@ decoder (captioning, VQA answers).
 
 The pipeline is Hugging Face's, id for id: BertNormalizer (clean_text, Chinese characters spaced out, accents
 stripped, lowercase), BertPreTokenizer (whitespace and every punctuation character split off), WordPiece with '##'
-and [UNK] for a word longer than 100 characters or with no split into known pieces.
+and [UNK] for a word longer than 100 characters or with no split into known pieces. BLIP itself ran the pure-Python
+BertTokenizer of transformers 4.15, which agrees with this id for id except on a word-final capital sigma: Python's
+str.lower() gives it the final form ("ΣΟΦΟΣ" -> "σοφος"), the Rust normalizer lowercases char by char ("σοφοσ").
+We follow Rust, as Hugging Face's BLIP tokenizer does. decode applies clean_up_tokenization as 4.15 did by default
+(transformers 5 no longer does unless asked), so captions read "a dog's toy." and not "a dog ' s toy.".
 
 Special-token text written inside a user's text: Hugging Face (the `tokenizers`-backed BertTokenizer of
-transformers 5 and BLIP's slow BertTokenizer of transformers 4.15 alike) matches the exact, case-sensitive strings
-"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]" anywhere in the raw text, before normalization, and
-emits their ids ("x[SEP]y" -> x, 102, y; "[sep]" is the plain pieces '[', 'sep', ']'). We keep that, because the
-checkpoints were trained with it and parity with transformers is tested; callers who feed untrusted text into ITM
-or the decoder should know that a literal "[SEP]" ends the sentence as far as the model can tell.
+transformers 5 and the pure-Python one BLIP ran, tested here as BertTokenizerLegacy, alike) matches the exact,
+case-sensitive strings "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]" anywhere in the raw text,
+before normalization, and emits their ids ("x[SEP]y" -> x, 102, y; "[sep]" is the plain pieces '[', 'sep', ']').
+We keep that, because the checkpoints were trained with it and parity with transformers is tested; callers who feed
+untrusted text into ITM or the decoder should know that a literal "[SEP]" ends the sentence as far as the model can
+tell.
 """
 
 from __future__ import annotations

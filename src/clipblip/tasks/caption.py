@@ -1,0 +1,49 @@
+"""Captioning with BLIP's image-grounded decoder: greedy, beam search or nucleus sampling over a KV cache; the
+cross-attention keys/values of each image are computed once (not per step, not per beam)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ClipBlipError
+from ..generate import GenerationConfig, generate
+from .inputs import pixel_batches
+
+
+def prompt_ids(model, prompt: str | None) -> torch.Tensor:
+    """[1, L]: [DEC] and the prompt's word pieces, without the closing [SEP] (as BLIP and HF start decoding)."""
+    if not prompt:
+        return torch.tensor([[model.config.text.dec_id]])
+    ids = model.tokenize([prompt], first="dec")
+    return ids[:, :-1]
+
+
+def require_blip(model, task: str) -> None:
+    if getattr(model, "family", None) != "blip":
+        raise ClipBlipError(f"{task} needs a BLIP model; this one is {getattr(model, 'family', type(model).__name__)}")
+
+
+@torch.no_grad()
+def caption(model, images, num_beams: int = 1, max_new_tokens: int = 30, min_new_tokens: int = 0, top_p=None,
+            temperature: float = 1.0, repetition_penalty: float = 1.0, prompt: str | None = None, seed=None,
+            length_penalty: float = 1.0, batch_size: int = 16) -> list[str]:
+    """One caption per image (PIL images, paths or a pixel tensor). The prompt, if any, is not in the output."""
+    require_blip(model, "captioning")
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams,
+                           length_penalty=length_penalty, top_p=top_p, temperature=temperature,
+                           repetition_penalty=repetition_penalty, seed=seed, eos_id=model.config.text.sep_id,
+                           pad_id=model.config.text.pad_id)
+    start = prompt_ids(model, prompt)
+    out = []
+    for _, pixels in pixel_batches(model, images, batch_size):
+        new = caption_ids(model, pixels, start, cfg)
+        out += [model.tokenizer.decode(ids) for ids in new]
+    return out
+
+
+def caption_ids(model, pixels: torch.Tensor, start: torch.Tensor, cfg: GenerationConfig) -> list[list[int]]:
+    """New token ids per image, for preprocessed pixels [B, 3, S, S] and a prompt [1, L]."""
+    device = model.visual.patch_embed.weight.device
+    tokens = model.image_tokens(pixels.to(device))
+    rows = tokens.shape[0] * cfg.num_beams
+    return generate(model.decoder(tokens), start.to(device).expand(rows, -1), cfg)
