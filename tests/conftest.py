@@ -49,3 +49,27 @@ def image_folder(tmp_path_factory):
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (d / "notes.txt").write_text("not an image, and not picked up from a folder")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory):
+    """A tiny BLIP with every part (encoder, decoder, ITC, ITM), random weights, native format, 32x32 images."""
+    import clipblip
+    from clipblip.config import BertConfig, BlipConfig, VisionConfig
+    from clipblip.image import Preprocess
+    from clipblip.models import BLIP
+
+    torch.manual_seed(0)
+    cfg = BlipConfig(
+        vision=VisionConfig(image_size=32, width=48, layers=2, heads=4, patch_size=8, mlp_dim=64, act="gelu",
+                            norm_eps=1e-6, norm_pre=False, patch_bias=True, output_dim=None),
+        text=BertConfig(width=48, heads=4, layers=2, mlp_dim=64, max_positions=64, cross_width=48),
+        image=Preprocess(size=32, resize="squash"), embed_dim=16)
+    model = BLIP(cfg).eval()
+    with torch.no_grad():  # PyTorch's default init makes a decoder that repeats one token; spread it out
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.2)
+    path = tmp_path_factory.mktemp("tiny_blip")
+    clipblip.save(model, path)
+    return path

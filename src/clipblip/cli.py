@@ -128,19 +128,79 @@ def cmd_classify(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .tasks.inputs import find_images, image_features
+    from .tasks.inputs import Skipped, find_images, image_features
     from .tasks.retrieval import text_to_image
 
     images = find_images(args.images)
     model = _model(args)
-    feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
-    hits = text_to_image(model, args.queries, feats, args.top_k)
+    if args.rerank:
+        from .tasks.itm import image_tokens, rerank_text_to_image
+
+        _require_blip(model, "--rerank")
+        skipped = Skipped()
+        tokens, feats, kept = image_tokens(model, images, args.batch_size, True, skipped, progress=True)
+        hits = rerank_text_to_image(model, args.queries, tokens, feats, args.top_k)
+    else:
+        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+        hits = text_to_image(model, args.queries, feats, args.top_k)
     rows = [{"query": q, "hits": [{"image": str(images[kept[j]]), "score": s} for j, s in h]}
             for q, h in zip(args.queries, hits)]
     lines = []
     for row in rows:
         lines += [f"{row['query']}:"] + [f"  {h['score']:.4f}  {h['image']}" for h in row["hits"]]
     return _report({"results": rows}, skipped, args.json, lines)
+
+
+def _require_blip(model, what: str) -> None:
+    if model.config.family != "blip":
+        raise ClipBlipError(f"{what} needs a BLIP model (see `clipblip models --family blip`)")
+
+
+def cmd_caption(args) -> int:
+    from .generate import GenerationConfig
+    from .tasks.caption import captions
+    from .tasks.inputs import Skipped, find_images
+
+    images = find_images(args.images)
+    model = _model(args)
+    _require_blip(model, "caption")
+    t = model.config.text
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                           num_beams=args.beams, top_p=args.top_p, temperature=args.temperature,
+                           repetition_penalty=args.repetition_penalty, seed=args.seed, eos_id=t.sep_id, pad_id=t.pad_id)
+    skipped = Skipped()
+    rows = [{"image": str(images[i]), "caption": text}
+            for i, text in captions(model, images, cfg, args.prompt, args.batch_size, skipped, progress=True)]
+    return _report({"results": rows}, skipped, args.json, [f"{r['image']}: {r['caption']}" for r in rows])
+
+
+def cmd_ask(args) -> int:
+    from .tasks.inputs import Skipped
+    from .tasks.vqa import answer
+
+    model = _model(args)
+    _require_blip(model, "ask")
+    candidates = list(args.answers or [])
+    if args.answers_file:
+        candidates += [line.strip() for line in Path(args.answers_file).read_text().splitlines() if line.strip()]
+    result = answer(model, [args.image], [args.question], candidates=candidates or None, num_beams=args.beams)[0]
+    if candidates:
+        ranked = [{"answer": a, "prob": p} for a, p in result[: args.top_k]]
+        return _report({"question": args.question, "answers": ranked}, Skipped(), args.json,
+                       [f"{r['answer']} {r['prob']:.3f}" for r in ranked])
+    return _report({"question": args.question, "answer": result}, Skipped(), args.json, [result])
+
+
+def cmd_match(args) -> int:
+    from .tasks.inputs import Skipped
+    from .tasks.itm import match
+
+    model = _model(args)
+    _require_blip(model, "match")
+    probs = match(model, [args.image], args.texts)[0]
+    rows = [{"text": t, "match": float(p)} for t, p in zip(args.texts, probs)]
+    return _report({"image": args.image, "results": rows}, Skipped(), args.json,
+                   [f"{r['match']:.4f}  {r['text']}" for r in rows])
 
 
 def cmd_convert(args) -> int:
@@ -189,8 +249,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("queries", nargs="+")
     p.add_argument("--images", nargs="+", required=True, help="image files or directories")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--rerank", action="store_true", help="BLIP: rerank the ITC shortlist with the ITM head")
     _common(p)
     p.set_defaults(run=cmd_search)
+    p = sub.add_parser("caption", help="BLIP: caption images")
+    p.add_argument("images", nargs="+", help="image files or directories")
+    p.add_argument("--beams", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=30)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--top-p", type=float, help="nucleus sampling")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--prompt", help="e.g. 'a picture of ' (left out of the output)")
+    _common(p)
+    p.set_defaults(run=cmd_caption)
+    p = sub.add_parser("ask", help="BLIP: answer a question about an image")
+    p.add_argument("image")
+    p.add_argument("question")
+    p.add_argument("--answers", nargs="+", help="candidate answers to rank (BLIP's rank mode)")
+    p.add_argument("--answers-file", help="one candidate answer per line")
+    p.add_argument("--beams", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=5)
+    _common(p)
+    p.set_defaults(run=cmd_ask)
+    p = sub.add_parser("match", help="BLIP: image-text matching probability")
+    p.add_argument("image")
+    p.add_argument("texts", nargs="+")
+    _common(p)
+    p.set_defaults(run=cmd_match)
     p = sub.add_parser("convert", help="write a checkpoint in the native (or Hugging Face) format")
     p.add_argument("source")
     p.add_argument("output")

@@ -101,7 +101,7 @@ def test_vqa_answer_ids(tmp_path, num_beams):
     with torch.no_grad():
         ref = _hf_new_tokens(hf.generate(input_ids=q, pixel_values=px, max_new_tokens=6, num_beams=num_beams), 1)
         states = model.encode_question(q, model.image_kv(model.image_tokens(px)))
-        start = torch.full((2 * num_beams, 1), 30522)
+        start = torch.full((2, 1), 30522)
         ours = generate(model.decoder(states), start, GenerationConfig(max_new_tokens=6, num_beams=num_beams))
     assert ours == ref
 

@@ -53,6 +53,12 @@ class BLIP(nn.Module):
         return "blip"
 
     @property
+    def logit_scale(self) -> torch.Tensor:
+        """log(1 / temp): ITC logits are similarities / temp, the same scale CLIP keeps as log(1 / T)."""
+        self._require("itc", "compute ITC similarities")
+        return -self.temp.log()
+
+    @property
     def tokenizer(self):
         if self._tokenizer is None:
             from ..text import BlipTokenizer

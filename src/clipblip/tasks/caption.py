@@ -33,17 +33,23 @@ def caption(model, images, num_beams: int = 1, max_new_tokens: int = 30, min_new
                            length_penalty=length_penalty, top_p=top_p, temperature=temperature,
                            repetition_penalty=repetition_penalty, seed=seed, eos_id=model.config.text.sep_id,
                            pad_id=model.config.text.pad_id)
+    return [text for _, text in captions(model, images, cfg, prompt, batch_size)]
+
+
+def captions(model, images, cfg: GenerationConfig, prompt=None, batch_size: int = 16, skipped=None,
+             progress: bool = False):
+    """Yield (image index, caption); with `skipped` (a Skipped), bad images are recorded there and left out."""
+    require_blip(model, "captioning")
+    model._require("decoder", "write captions")
     start = prompt_ids(model, prompt)
-    out = []
-    for _, pixels in pixel_batches(model, images, batch_size):
-        new = caption_ids(model, pixels, start, cfg)
-        out += [model.tokenizer.decode(ids) for ids in new]
-    return out
+    batches = pixel_batches(model, images, batch_size, skip_bad=skipped is not None, skipped=skipped,
+                            progress=progress)
+    for idx, pixels in batches:
+        yield from zip(idx, (model.tokenizer.decode(ids) for ids in caption_ids(model, pixels, start, cfg)))
 
 
 def caption_ids(model, pixels: torch.Tensor, start: torch.Tensor, cfg: GenerationConfig) -> list[list[int]]:
     """New token ids per image, for preprocessed pixels [B, 3, S, S] and a prompt [1, L]."""
     device = model.visual.patch_embed.weight.device
     tokens = model.image_tokens(pixels.to(device))
-    rows = tokens.shape[0] * cfg.num_beams
-    return generate(model.decoder(tokens), start.to(device).expand(rows, -1), cfg)
+    return generate(model.decoder(tokens), start.to(device).expand(tokens.shape[0], -1), cfg)

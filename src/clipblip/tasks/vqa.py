@@ -57,7 +57,7 @@ def answer(model, images, questions, candidates=None, num_beams: int = 3, max_ne
 def _generate(model, states, keep, num_beams, max_new_tokens) -> list[str]:
     t = model.config.text
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams, eos_id=t.sep_id, pad_id=t.pad_id)
-    start = torch.full((states.shape[0] * num_beams, 1), t.dec_id, device=states.device)
+    start = torch.full((states.shape[0], 1), t.dec_id, device=states.device)
     return [model.tokenizer.decode(ids) for ids in generate(model.decoder(states, keep), start, cfg)]
 
 
