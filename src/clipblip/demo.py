@@ -1,8 +1,9 @@
 """`make demo` (until the trained Shapes models ship): the checkpoint path and the applications, end to end.
 
-The weights are random, so the labels it prints mean nothing; what it shows is real: a model written in the
-Hugging Face CLIPModel layout is loaded, converted to the native format and back, and used for zero-shot
-classification and text-to-image search over a folder of generated images.
+The weights are random, so the labels and captions it prints mean nothing; what it shows is real: a model written
+in the Hugging Face CLIPModel layout is loaded, converted to the native format and back, and used for zero-shot
+classification and text-to-image search over a folder of generated images; then a BLIP with every head captions,
+answers and matches the same images.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 from PIL import Image, ImageDraw
 
 import clipblip
-from clipblip.config import ClipConfig, TextConfig, VisionConfig
+from clipblip.config import BertConfig, BlipConfig, ClipConfig, TextConfig, VisionConfig
 from clipblip.export import export_hf
 from clipblip.image import Preprocess
-from clipblip.models import CLIP
+from clipblip.models import BLIP, CLIP
 
 SHAPES = {"circle": "ellipse", "square": "rectangle"}
 COLORS = ["red", "green", "blue", "yellow"]
@@ -62,8 +63,26 @@ def main() -> None:
     feats = clipblip.image_features(again, paths)
     hits = clipblip.text_to_image(again, ["a green square"], feats, top_k=3)[0]
     print("5. search 'a green square': " + ", ".join(f"{paths[i].name} {s:.3f}" for i, s in hits))
+    _blip_part(out, paths)
     print(f"Try the CLI on them: clipblip classify {out / 'images'} --labels 'red circle' 'blue square' "
           f"-m {out / 'clip-random'}")
+
+
+def _blip_part(out: Path, paths: list[Path]) -> None:
+    """A random BLIP with every head (pretraining layout), through the same steps: caption, VQA, ITM."""
+    cfg = BlipConfig(vision=VisionConfig(image_size=64, patch_size=16, width=128, layers=4, heads=4, mlp_dim=512,
+                                         act="gelu", norm_eps=1e-6, norm_pre=False, patch_bias=True,
+                                         output_dim=None),
+                     text=BertConfig(width=128, heads=4, layers=4, mlp_dim=512, cross_width=128),
+                     image=Preprocess(size=64, resize="squash"), embed_dim=64)
+    clipblip.save(BLIP(cfg).eval(), out / "blip-random")
+    blip = clipblip.load(out / "blip-random")
+    print(f"6. wrote and loaded a random-weight BLIP (encoder, decoder, ITC, ITM): {out / 'blip-random'}")
+    start = time.perf_counter()
+    captions = clipblip.caption(blip, paths[:2], num_beams=3, max_new_tokens=8)
+    print(f"7. beam-search captions in {time.perf_counter() - start:.2f}s: {captions}")
+    print(f"8. VQA, ranked: {clipblip.answer(blip, paths[:1], ['what color?'], candidates=COLORS)[0][:2]}")
+    print(f"9. ITM match probability, 1 image x 2 texts: {clipblip.match(blip, paths[:1], ['a red circle', 'a cat'])}")
 
 
 if __name__ == "__main__":

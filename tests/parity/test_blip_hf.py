@@ -171,3 +171,26 @@ def test_export_to_hf_round_trip(tmp_path, kind):
     ref, back = hf.state_dict(), again.state_dict()
     assert set(ref) == set(back)
     assert all(torch.equal(ref[k], back[k]) for k in ref)
+
+
+@pytest.mark.slow
+def test_full_size_blip_base(tmp_path):
+    """BLIP-base shapes (ViT-B/16 at 384, 12-layer BERT): ITM/ITC and caption ids, greedy and beam."""
+    import transformers as T
+
+    cfg = T.BlipConfig(text_config={"num_attention_heads": 12})
+    torch.manual_seed(0)
+    retrieval = T.BlipForImageTextRetrieval(cfg).eval()
+    model = _load(tmp_path / "itm", retrieval)
+    px = torch.randn(2, 3, 384, 384)
+    with torch.no_grad():
+        itm = retrieval(input_ids=IDS[:2], pixel_values=px, attention_mask=(IDS[:2] != 0).long()).itm_score
+        ours = model.itm_logits(IDS[:2], model.image_kv(model.image_tokens(px)))
+    assert (itm - ours).abs().max() <= TOL
+    captioner = T.BlipForConditionalGeneration(cfg).eval()
+    model = _load(tmp_path / "cap", captioner)
+    for beams in (1, 3):
+        with torch.no_grad():
+            ref = _hf_new_tokens(captioner.generate(pixel_values=px, max_new_tokens=8, num_beams=beams), 1)
+        cfg_gen = GenerationConfig(max_new_tokens=8, num_beams=beams, eos_id=102, pad_id=0)
+        assert caption_ids(model, px, torch.tensor([[30522]]), cfg_gen) == ref

@@ -80,3 +80,37 @@ def test_usage_error_exit_code(capsys):
     with pytest.raises(SystemExit) as e:
         main(["classify"])
     assert e.value.code == 2
+
+
+def test_caption_folder_skips_bad_files(tiny_blip_dir, image_folder, capsys):
+    code, out, err = run(capsys, "caption", image_folder, "-m", tiny_blip_dir, "--max-new-tokens", "5", "--beams",
+                         "2", "--json")
+    assert code == EXIT_PARTIAL and "broken.jpg" in err
+    rows = json.loads(out)["results"]
+    assert len(rows) == 6 and all(isinstance(r["caption"], str) for r in rows)
+
+
+def test_ask_generates_or_ranks(tiny_blip_dir, image_folder, capsys):
+    image = image_folder / "0_red.jpg"
+    code, out, _ = run(capsys, "ask", image, "what color?", "-m", tiny_blip_dir, "--json")
+    assert code == 0 and isinstance(json.loads(out)["answer"], str)
+    code, out, _ = run(capsys, "ask", image, "what color?", "--answers", "red", "green", "blue", "--top-k", "2",
+                       "-m", tiny_blip_dir, "--json")
+    ranked = json.loads(out)["answers"]
+    assert code == 0 and len(ranked) == 2 and ranked[0]["prob"] >= ranked[1]["prob"]
+
+
+def test_match_and_reranked_search(tiny_blip_dir, image_folder, capsys):
+    code, out, _ = run(capsys, "match", image_folder / "0_red.jpg", "a red square", "a cat", "-m", tiny_blip_dir,
+                       "--json")
+    rows = json.loads(out)["results"]
+    assert code == 0 and [r["text"] for r in rows] == ["a red square", "a cat"]
+    assert all(0 <= r["match"] <= 1 for r in rows)
+    code, out, err = run(capsys, "search", "a red square", "--images", image_folder, "--rerank", "--top-k", "2",
+                         "-m", tiny_blip_dir, "--json")
+    assert code == EXIT_PARTIAL and len(json.loads(out)["results"][0]["hits"]) == 2
+
+
+def test_blip_commands_refuse_clip_models(tiny_clip_dir, image_folder, capsys):
+    code, _, err = run(capsys, "caption", image_folder / "0_red.jpg", "-m", tiny_clip_dir)
+    assert code == EXIT_ERROR and "BLIP" in err
