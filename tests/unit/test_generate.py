@@ -15,6 +15,7 @@ _BIGRAM = {  # last token -> probabilities of [pad, S, A, B, C, eos]; no ties am
     A: [0.0, 0.0, 0.35, 0.3, 0.25, 0.1],
     B: [0.0, 0.0, 0.06, 0.04, 0.0, 0.9],
     C: [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    EOS: [0.1, 0.1, 0.1, 0.1, 0.5, 0.1],  # never used to choose a token: rows that ended are given pad
 }
 
 
@@ -51,6 +52,13 @@ def test_greedy_by_hand():
     assert _run([[S, B], [S, S]], max_new_tokens=3) == ([[], [A, A, A]], 3)
     # stops as soon as every row has ended
     assert _run([[S, B], [B, B]], max_new_tokens=5) == ([[], []], 1)
+
+
+def test_greedy_feeds_pad_to_rows_that_ended():
+    dec = TableDecoder()
+    generate(dec, torch.tensor([[S, B], [S, S]]), GenerationConfig(max_new_tokens=4, eos_id=EOS, pad_id=PAD))
+    # the last token chosen is never fed back, so the cache holds prompt + 3 tokens
+    assert dec.rows.tolist() == [[S, B, EOS, PAD, PAD], [S, S, A, A, A]]
 
 
 def test_greedy_min_new_tokens_and_repetition_penalty_by_hand():
