@@ -194,3 +194,22 @@ def test_full_size_blip_base(tmp_path):
             ref = _hf_new_tokens(captioner.generate(pixel_values=px, max_new_tokens=8, num_beams=beams), 1)
         cfg_gen = GenerationConfig(max_new_tokens=8, num_beams=beams, eos_id=102, pad_id=0)
         assert caption_ids(model, px, torch.tensor([[30522]]), cfg_gen) == ref
+
+
+def test_original_file_resamples_positions_to_the_catalog_size(tmp_path, monkeypatch):
+    """A fine-tuned file used at another resolution (BLIP's VQA runs at 480 from 384 weights): positions are
+    resampled on load, as BLIP's load_checkpoint and HF's interpolate_pos_encoding do."""
+    from clipblip import catalog
+
+    _tiny_heads(monkeypatch)
+    monkeypatch.setitem(catalog.ARCHS, "tiny-blip-48", {"vision": {"image_size": 48}})
+    hf = hf_blip("retrieval", vision_eps=1e-6)
+    torch.save({"model": to_original(hf.state_dict())}, tmp_path / "model.pth")
+    model = clipblip.load(tmp_path / "model.pth", arch="tiny-blip-48")
+    assert model.config.vision.image_size == 48 and model.visual.pos_embed.shape[0] == 36 + 1
+    px = pixels(2, size=48)
+    with torch.no_grad():
+        ref = hf(input_ids=IDS[:2], pixel_values=px, attention_mask=(IDS[:2] != 0).long(),
+                 interpolate_pos_encoding=True).itm_score
+        ours = model.itm_logits(IDS[:2], model.image_kv(model.image_tokens(px)))
+    assert (ref - ours).abs().max() <= TOL
