@@ -14,9 +14,10 @@ from ..config import BlipConfig
 from ..errors import ClipBlipError
 from ..nn import KVCache, padding_mask
 from ..towers import BertTower, LMHead, VisionTransformer
+from .carries import CarriesPreprocess
 
 
-class BLIP(nn.Module):
+class BLIP(CarriesPreprocess, nn.Module):
     def __init__(self, cfg: BlipConfig):
         super().__init__()
         self.config = cfg
@@ -37,7 +38,6 @@ class BLIP(nn.Module):
         if cfg.tie_decoder:
             self._tie_decoder()
         self._tokenizer = None
-        self._preprocess = None
 
     def _tie_decoder(self) -> None:
         """Share every decoder weight with the encoder except self-attention (and its norm), as BLIP pretrains."""
@@ -65,14 +65,6 @@ class BLIP(nn.Module):
 
             self._tokenizer = BlipTokenizer(max_length=self.config.text.max_length)
         return self._tokenizer
-
-    @property
-    def preprocess(self):
-        return self._preprocess or self.config.image
-
-    @preprocess.setter
-    def preprocess(self, value):
-        self._preprocess = value
 
     def tokenize(self, texts, first: str = "cls") -> torch.Tensor:
         """Token ids [B, L] ([first] ... [SEP], padded with [PAD]); the mask is `ids != pad_id`."""

@@ -8,9 +8,10 @@ from torch import nn
 
 from ..config import ClipConfig
 from ..towers import ModifiedResNet, TextTransformer, VisionTransformer
+from .carries import CarriesPreprocess
 
 
-class CLIP(nn.Module):
+class CLIP(CarriesPreprocess, nn.Module):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
         self.config = cfg
@@ -18,7 +19,6 @@ class CLIP(nn.Module):
         self.text = TextTransformer(cfg.text)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self._tokenizer = None
-        self._preprocess = None
 
     # The model carries its tokenizer and preprocessing; both are built on first use from the config.
     @property
@@ -29,15 +29,6 @@ class CLIP(nn.Module):
             t = self.config.text
             self._tokenizer = ClipTokenizer(context_length=t.context_length, pad_id=t.pad_id)
         return self._tokenizer
-
-    @property
-    def preprocess(self):
-        """The config's preprocessing; assign a variant (e.g. `dataclasses.replace(p, fast=True)`) to change it."""
-        return self._preprocess or self.config.image
-
-    @preprocess.setter
-    def preprocess(self, value):
-        self._preprocess = value
 
     def tokenize(self, texts) -> torch.Tensor:
         return self.tokenizer(texts)

@@ -23,7 +23,6 @@ import gzip
 import html
 import itertools
 import json
-import numbers
 import re
 from pathlib import Path
 from typing import Iterable
@@ -36,6 +35,7 @@ from tokenizers import Regex, Tokenizer, pre_tokenizers
 from tokenizers.models import BPE
 
 from clipblip.errors import ClipBlipError
+from clipblip.text.checks import bytes_hint, check_length, check_texts, is_int
 
 DEFAULT_VOCAB = Path(__file__).parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
@@ -166,8 +166,8 @@ class ClipTokenizer:
         self._tok, self._id_to_token = _backend(str(self._vocab_path))
         self.vocab_size = len(self._id_to_token)
         self.sot_id, self.eot_id = self.vocab_size - 2, self.vocab_size - 1
-        self.context_length = _check_length(context_length)
-        if not _is_int(pad_id) or not 0 <= pad_id < self.vocab_size:
+        self.context_length = check_length(context_length, "context_length", "sot and eot")
+        if not is_int(pad_id) or not 0 <= pad_id < self.vocab_size:
             raise ClipBlipError(f"pad_id must be an int in [0, {self.vocab_size}); got {pad_id!r} "
                                 f"(0 like OpenAI/open_clip, or {self.eot_id} like Hugging Face)")
         self.pad_id = int(pad_id)
@@ -182,8 +182,8 @@ class ClipTokenizer:
 
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         """[B, context_length] int64; a single str gives B = 1."""
-        length = self.context_length if context_length is None else _check_length(context_length)
-        rows = [[self.sot_id, *ids[: length - 2], self.eot_id] for ids in self._ids_batch(_check_texts(texts))]
+        length = self.context_length if context_length is None else check_length(context_length, "context_length", "sot and eot")
+        rows = [[self.sot_id, *ids[: length - 2], self.eot_id] for ids in self._ids_batch(check_texts(texts, "ClipTokenizer"))]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         out = np.full((len(rows), length), self.pad_id, dtype=np.int64)
@@ -194,7 +194,7 @@ class ClipTokenizer:
     def encode(self, text: str) -> list[int]:
         """BPE ids of one text, without sot/eot and without truncation."""
         if not isinstance(text, str):
-            raise ClipBlipError(f"encode takes one str; got {type(text).__name__}{_bytes_hint(text)}")
+            raise ClipBlipError(f"encode takes one str; got {type(text).__name__}{bytes_hint(text)}")
         return self._ids_batch([text])[0]
 
     def decode(self, ids) -> str:
@@ -234,29 +234,3 @@ class ClipTokenizer:
             special = self._literal_ids.get(piece)  # the byte map leaves these ASCII pieces unchanged
             ids.extend([special] if special is not None else (t.id for t in self._tok.model.tokenize(piece)))
         return ids
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_length(context_length) -> int:
-    if not _is_int(context_length) or context_length < 2:
-        raise ClipBlipError(f"context_length must be an int >= 2 (room for sot and eot); got {context_length!r}")
-    return int(context_length)
-
-
-def _bytes_hint(value) -> str:
-    return "; decode bytes to str first" if isinstance(value, (bytes, bytearray)) else ""
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, (list, tuple)):
-        raise ClipBlipError(f"ClipTokenizer takes a str or a list of str; got {type(texts).__name__}"
-                            f"{_bytes_hint(texts)}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ClipBlipError(f"texts[{i}] is a {type(t).__name__}, not a str{_bytes_hint(t)}")
-    return list(texts)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import numbers
 import warnings
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
 from clipblip.errors import ClipBlipError
+from clipblip.text.checks import bytes_hint, check_length, check_texts, is_int
 
 DEFAULT_VOCAB = Path(__file__).parent / "assets" / "bert-base-uncased-vocab.txt"
 BERT_VOCAB_SIZE = 30522
@@ -93,7 +93,7 @@ class BlipTokenizer:
     def __init__(self, max_length: int = 35, vocab_path: str | Path | None = None):
         self._vocab_path = Path(vocab_path).resolve() if vocab_path is not None else DEFAULT_VOCAB
         self._tok = _backend(str(self._vocab_path))
-        self.max_length = _check_length(max_length)
+        self.max_length = check_length(max_length, "max_length", "the first token and [SEP]")
         self._first_ids = {"cls": self.cls_id, "enc": self.enc_id, "dec": self.dec_id}
         # encode_batch_fast (tokenizers >= 0.20) skips the offsets nobody here reads; the ids are the same.
         self._encode_batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
@@ -105,11 +105,11 @@ class BlipTokenizer:
     def __call__(self, texts: str | list[str], max_length: int | None = None,
                  first: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, attention_mask), both [B, L] int64; a single str gives B = 1."""
-        length = self.max_length if max_length is None else _check_length(max_length)
+        length = self.max_length if max_length is None else check_length(max_length, "max_length", "the first token and [SEP]")
         first_id = self._first_ids.get(first) if isinstance(first, str) else None
         if first_id is None:
             raise ClipBlipError(f"first must be 'cls' (text encoder), 'enc' (ITM) or 'dec' (decoder); got {first!r}")
-        pieces = self._ids_batch(_check_texts(texts))
+        pieces = self._ids_batch(check_texts(texts, "BlipTokenizer"))
         cut = sum(len(ids) > length - 2 for ids in pieces)
         if cut:
             warnings.warn(f"{cut} of {len(pieces)} texts had more than max_length={length} tokens and were truncated "
@@ -127,7 +127,7 @@ class BlipTokenizer:
     def encode(self, text: str) -> list[int]:
         """Wordpiece ids of one text, without [CLS]/[SEP] and without truncation."""
         if not isinstance(text, str):
-            raise ClipBlipError(f"encode takes one str; got {type(text).__name__}{_bytes_hint(text)}")
+            raise ClipBlipError(f"encode takes one str; got {type(text).__name__}{bytes_hint(text)}")
         return self._ids_batch([text])[0]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
@@ -160,36 +160,10 @@ def _check_ids(ids, vocab_size: int) -> list[int]:
             raise ClipBlipError(f"decode takes one sequence of ids (1-D); got shape {tuple(ids.shape)}; "
                                 "use batch_decode for a batch")
         ids = ids.tolist()
-    if isinstance(ids, (str, bytes)) or not all(_is_int(i) for i in ids):
+    if isinstance(ids, (str, bytes)) or not all(is_int(i) for i in ids):
         raise ClipBlipError("decode takes a sequence of int token ids; pass ids produced by this tokenizer")
     seq = [int(i) for i in ids]
     bad = [i for i in seq if not 0 <= i < vocab_size]
     if bad:
         raise ClipBlipError(f"cannot decode ids outside [0, {vocab_size}): {bad[:5]}; pass ids from this tokenizer")
     return seq
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_length(max_length) -> int:
-    if not _is_int(max_length) or max_length < 2:
-        raise ClipBlipError(f"max_length must be an int >= 2 (room for the first token and [SEP]); got {max_length!r}")
-    return int(max_length)
-
-
-def _bytes_hint(value) -> str:
-    return "; decode bytes to str first" if isinstance(value, (bytes, bytearray)) else ""
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, (list, tuple)):
-        raise ClipBlipError(f"BlipTokenizer takes a str or a list of str; got {type(texts).__name__}"
-                            f"{_bytes_hint(texts)}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ClipBlipError(f"texts[{i}] is a {type(t).__name__}, not a str{_bytes_hint(t)}")
-    return list(texts)
