@@ -13,7 +13,7 @@ import torch
 from ..config import BertConfig, BlipConfig, VisionConfig
 from ..errors import ClipBlipError
 from ..image import Preprocess
-from .common import StateDict, block_indices, drop, fuse, invert, rename, unfuse
+from .common import StateDict, block_indices, drop, fuse, invert, projection_groups, rename, unfuse
 
 _TRAINING_STATE = (r"^(visual_encoder|text_encoder|vision_proj|text_proj)_m\.", r"^(image|text|idx)_queue$",
                    r"^(queue|ptr)_ptr$", r"^ptr_queue$", r"\.position_ids$")
@@ -51,6 +51,7 @@ _ORIGINAL_VISION_RULES = [
     (r"^visual_encoder\.patch_embed\.proj\.", "visual.patch_embed."),
     (r"^visual_encoder\.", "visual."),
 ]
+_TEXT_TOWERS = ("text_encoder", "text_decoder")
 # the LM head's output layer is the word embedding matrix (and its bias the head's bias) in every release
 _TIED_LM = ("text_decoder.cls.predictions.decoder.weight", "text_decoder.cls.predictions.decoder.bias")
 
@@ -62,16 +63,6 @@ def is_original_layout(sd: StateDict) -> bool:
 def is_hf_layout(sd: StateDict) -> bool:
     return "vision_model.embeddings.class_embedding" in sd and any(
         k.startswith(("text_encoder.", "text_decoder.")) for k in sd)
-
-
-def _groups(sd: StateDict) -> dict[str, tuple[str, ...]]:
-    out = {}
-    for tower in ("text_encoder", "text_decoder"):
-        for i in block_indices(sd, f"{tower}.blocks."):
-            p = f"{tower}.blocks.{i}"
-            out[f"{p}.attn.qkv"] = (f"{p}.attn.q", f"{p}.attn.k", f"{p}.attn.v")
-            out[f"{p}.xattn.kv"] = (f"{p}.xattn.k", f"{p}.xattn.v")
-    return out
 
 
 def _squeeze_vision(sd: StateDict) -> StateDict:
@@ -95,7 +86,7 @@ def to_native(sd: StateDict) -> StateDict:
     vision, text = _split({k: v for k, v in sd.items() if k not in _TIED_LM})
     rules = _ORIGINAL_VISION_RULES if is_original_layout(sd) else _HF_VISION_RULES
     out = _squeeze_vision({**rename(vision, rules), **rename(text, _TEXT_RULES)})
-    return fuse(out, _groups(out))
+    return fuse(out, projection_groups(out, _TEXT_TOWERS, cross=True))
 
 
 def _check_tied_lm_head(sd: StateDict) -> None:
@@ -110,7 +101,7 @@ def _check_tied_lm_head(sd: StateDict) -> None:
 
 def to_hf(sd: StateDict) -> StateDict:
     """Ours -> the Hugging Face Blip* layout (the tied LM head written out, as HF saves it)."""
-    sd = unfuse(dict(sd), _groups(sd))
+    sd = unfuse(dict(sd), projection_groups(sd, _TEXT_TOWERS, cross=True))
     sd.pop("temp", None)  # HF's retrieval model has no temperature
     if "visual.cls_token" in sd:
         sd["visual.cls_token"] = sd["visual.cls_token"].reshape(1, 1, -1)

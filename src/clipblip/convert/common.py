@@ -51,6 +51,19 @@ def block_indices(sd: StateDict, prefix: str) -> list[int]:
     return sorted(found)
 
 
+def projection_groups(sd: StateDict, towers: tuple[str, ...], cross: bool = False) -> dict[str, tuple[str, ...]]:
+    """`fuse`/`unfuse` groups for every block of `towers`: self-attention q, k, v -> qkv, and with `cross` the
+    cross-attention k, v -> kv (our fused projections; foreign layouts keep them separate)."""
+    groups = {}
+    for tower in towers:
+        for i in block_indices(sd, f"{tower}.blocks."):
+            p = f"{tower}.blocks.{i}"
+            groups[f"{p}.attn.qkv"] = (f"{p}.attn.q", f"{p}.attn.k", f"{p}.attn.v")
+            if cross:
+                groups[f"{p}.xattn.kv"] = (f"{p}.xattn.k", f"{p}.xattn.v")
+    return groups
+
+
 def drop(sd: StateDict, patterns: tuple[str, ...]) -> StateDict:
     """Remove keys that carry no weights we use (buffers recomputed at run time), by regex."""
     return {k: v for k, v in sd.items() if not any(re.search(p, k) for p in patterns)}

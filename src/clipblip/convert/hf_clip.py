@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import ClipConfig, TextConfig, VisionConfig
 from ..image import Preprocess
 from ..errors import ClipBlipError
-from .common import StateDict, block_indices, drop, fuse, invert, rename, unfuse
+from .common import StateDict, drop, fuse, invert, projection_groups, rename, unfuse
 
 _RULES = [
     (r"^text_model\.embeddings\.token_embedding\.", "text.token_embed."),
@@ -27,26 +27,17 @@ _QKV = (r"\.self_attn\.(q|k|v)_proj\.", r".attn.\1.")
 _IGNORED = (r"\.position_ids$",)  # a buffer older transformers versions saved
 
 
-def _qkv_groups(sd: StateDict) -> dict[str, tuple[str, ...]]:
-    groups = {}
-    for tower in ("text", "visual"):
-        for i in block_indices(sd, f"{tower}.blocks."):
-            p = f"{tower}.blocks.{i}.attn"
-            groups[f"{p}.qkv"] = (f"{p}.q", f"{p}.k", f"{p}.v")
-    return groups
-
-
 def is_hf_clip_layout(sd: StateDict) -> bool:
     return "text_model.embeddings.token_embedding.weight" in sd and "vision_model.embeddings.class_embedding" in sd
 
 
 def from_hf(sd: StateDict) -> StateDict:
     out = rename(drop(sd, _IGNORED), _RULES + [_QKV])
-    return fuse(out, _qkv_groups(out))
+    return fuse(out, projection_groups(out, ("text", "visual")))
 
 
 def to_hf(sd: StateDict) -> StateDict:
-    out = unfuse(sd, _qkv_groups(sd))
+    out = unfuse(sd, projection_groups(sd, ("text", "visual")))
     return rename(out, [(r"\.attn\.(q|k|v)\.", r".self_attn.\1_proj.")] + invert(_RULES))
 
 
