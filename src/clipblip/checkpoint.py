@@ -55,7 +55,10 @@ def _read_json(path: Path) -> dict:
 def build(cfg):
     from .models import BLIP, CLIP
 
-    return {"clip": CLIP, "blip": BLIP}[cfg.family](cfg)
+    try:
+        return {"clip": CLIP, "blip": BLIP}[cfg.family](cfg)
+    except ValueError as e:  # e.g. a width that the head count does not divide
+        raise ClipBlipError(f"the config does not describe a model that can be built: {e}") from None
 
 
 def _aliases(state: StateDict) -> dict[str, str]:

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import torch
 
+from .errors import ClipBlipError
+
 # transformers' "minus infinity" for beams that must not win a top-k; finite, so sums with it stay ordered
 _NEG = -1.0e9
 
@@ -33,15 +35,15 @@ class GenerationConfig:
 
     def __post_init__(self):
         if self.max_new_tokens < 0 or self.min_new_tokens < 0:
-            raise ValueError("max_new_tokens and min_new_tokens must be >= 0")
+            raise ClipBlipError("max_new_tokens and min_new_tokens must be >= 0")
         if self.num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+            raise ClipBlipError(f"num_beams must be >= 1, got {self.num_beams}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 (use do_sample=False for greedy), got {self.temperature}")
+            raise ClipBlipError(f"temperature must be > 0 (use do_sample=False for greedy), got {self.temperature}")
         if self.top_p is not None and not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
+            raise ClipBlipError(f"top_p must be in [0, 1], got {self.top_p}")
         if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise ClipBlipError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
     @property
     def sampling(self) -> bool:

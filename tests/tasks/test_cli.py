@@ -114,3 +114,8 @@ def test_match_and_reranked_search(tiny_blip_dir, image_folder, capsys):
 def test_blip_commands_refuse_clip_models(tiny_clip_dir, image_folder, capsys):
     code, _, err = run(capsys, "caption", image_folder / "0_red.jpg", "-m", tiny_clip_dir)
     assert code == EXIT_ERROR and "BLIP" in err
+
+
+def test_bad_generation_options_are_one_line_errors(tiny_blip_dir, image_folder, capsys):
+    code, _, err = run(capsys, "caption", image_folder / "0_red.jpg", "--beams", "0", "-m", tiny_blip_dir)
+    assert code == EXIT_ERROR and "num_beams" in err and "Traceback" not in err

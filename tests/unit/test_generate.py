@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 
+from clipblip.errors import ClipBlipError
 from clipblip.generate import GenerationConfig, generate
 
 # --- a decoder whose next-token log-probs depend only on the last token: beam search by hand -----------------------
@@ -91,7 +92,7 @@ def test_config_decides_sampling_and_rejects_nonsense():
     assert GenerationConfig(top_p=0.9).sampling and GenerationConfig(temperature=0.7).sampling
     assert not GenerationConfig(top_p=0.9, do_sample=False).sampling
     for bad in ({"num_beams": 0}, {"temperature": 0.0}, {"top_p": 1.5}, {"repetition_penalty": 0.0}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ClipBlipError):
             GenerationConfig(**bad)
 
 

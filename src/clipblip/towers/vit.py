@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import VisionConfig
+from ..errors import ClipBlipError
 from ..nn import PreNormBlock
 
 
@@ -43,7 +44,8 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(pixels.to(self.patch_embed.weight.dtype))
         grid_h, grid_w = x.shape[-2:]
         if grid_h != grid_w:
-            raise ValueError(f"expected square images, got a {grid_h}x{grid_w} patch grid")
+            raise ClipBlipError(f"expected square images, got a {grid_h}x{grid_w} patch grid; "
+                                "preprocess them with model.preprocess")
         x = x.flatten(2).transpose(1, 2)  # [B, N, W]
         cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + resample_pos_embed(self.pos_embed, grid_h).to(x.dtype)
