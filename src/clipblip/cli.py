@@ -298,6 +298,9 @@ def main(argv=None) -> int:
     except ClipBlipError as e:
         print(f"clipblip: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as e:  # an output path that cannot be written, a full disk
+        print(f"clipblip: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("clipblip: interrupted", file=sys.stderr)
         return 130

@@ -55,3 +55,33 @@ def test_catalog_name_offline_and_not_cached(tiny_entry):
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(ClipBlipError, match="ViT-B-32/openai"):
         clipblip.load("ViT-B-32/opena")
+
+
+def test_blip_catalog_name_from_the_hf_cache(monkeypatch, tmp_path):
+    from blip_refs import hf_blip, pixels
+
+    hf = hf_blip("caption")
+    entry = catalog.Entry(name="tiny/blip", family="blip", arch="tiny-blip", hub_id="someorg/tiny-blip",
+                          files=("model.safetensors", "config.json"), format="hf_blip",
+                          preprocess={"size": 32, "resize": "squash"})
+    monkeypatch.setitem(catalog.CATALOG, entry.name, entry)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snap = tmp_path / "hub" / "models--someorg--tiny-blip" / "snapshots" / "abc"
+    hf.save_pretrained(snap)
+    model = clipblip.load("tiny/blip")
+    assert model.config.parts == ("decoder",)
+    ids = torch.tensor([[30522, 2000, 2001]])
+    with torch.no_grad():
+        ref = hf(input_ids=ids, pixel_values=pixels(1)).logits
+        ours = model.lm_logits(ids, model.image_kv(model.image_tokens(pixels(1)), "decoder"))
+    assert max_diff(ref, ours) <= 1e-4
+
+
+def test_cli_unwritable_output_is_one_line(tiny_clip_dir, tmp_path, capsys):
+    from clipblip.cli import main
+
+    (tmp_path / "file").write_text("x")
+    code = main(["embed", "-m", str(tiny_clip_dir), "--texts", "a", "-o", str(tmp_path / "file" / "out.npy")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("clipblip: error:") and err.count("\n") == 1
