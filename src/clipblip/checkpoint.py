@@ -61,7 +61,7 @@ def build(cfg):
         raise ClipBlipError(f"the config does not describe a model that can be built: {e}") from None
 
 
-def _aliases(state: StateDict) -> dict[str, str]:
+def tied_aliases(state: StateDict) -> dict[str, str]:
     """key -> the first key holding the same tensor (tied weights appear under several names)."""
     first, out = {}, {}
     for key, value in state.items():
@@ -76,7 +76,7 @@ def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Modul
     if "visual.pos_embed" in sd and "visual.pos_embed" in own and sd["visual.pos_embed"].shape != own["visual.pos_embed"].shape:
         grid = model.config.vision.image_size // model.config.vision.patch_size
         sd = {**sd, "visual.pos_embed": resample_pos_embed(sd["visual.pos_embed"], grid)}
-    alias = _aliases(own)
+    alias = tied_aliases(own)
     # a tied weight is loaded through any one of its names
     present = {alias[k] for k in sd if k in alias}
     missing = [k for k in own if k not in sd and alias[k] not in present and not k.endswith("num_batches_tracked")]
@@ -96,7 +96,7 @@ def save(model, directory) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     C.save(model.config, directory)
     state = model.state_dict()
-    alias = _aliases(state)
+    alias = tied_aliases(state)
     sd = {k: v.detach().contiguous().cpu() for k, v in state.items() if alias[k] == k}  # tied weights once
     save_file(sd, str(directory / WEIGHTS), metadata={"format": "pt", "family": model.config.family})
     return directory

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from .checkpoint import tied_aliases
 from .convert import blip, hf_clip
 from .errors import ClipBlipError
 
@@ -23,11 +24,7 @@ def export_hf(model, directory) -> Path:
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
     tensors = converter.to_hf(model.state_dict())
-    seen, sd = set(), {}
-    for k, v in tensors.items():  # tied weights are stored once; transformers re-ties them on load
-        ident = (v.data_ptr(), v.shape)
-        if ident not in seen:
-            seen.add(ident)
-            sd[k] = v.detach().contiguous().cpu()
+    alias = tied_aliases(tensors)  # tied weights are stored once; transformers re-ties them on load
+    sd = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if alias[k] == k}
     save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
     return directory
