@@ -127,3 +127,13 @@ def test_missing_part_is_a_clear_error(tmp_path, tiny_blip_dir, image_folder):
     captioner = BLIP(replace(full.config, parts=("decoder",)))
     with pytest.raises(ClipBlipError, match="has no itm"):
         clipblip.match(captioner, _images(image_folder)[:1], ["x"])
+
+
+def test_answer_pairs_one_image_with_many_questions(model, image_folder):
+    path = _images(image_folder)[0]
+    pixels = model.preprocess([path])[0]  # one preprocessed image, [3, S, S]
+    by_tensor = clipblip.answer(model, pixels, ["what is it?", "what color?"])
+    by_path = clipblip.answer(model, [path], ["what is it?", "what color?"])
+    assert by_tensor == by_path and len(by_path) == 2
+    with pytest.raises(ClipBlipError, match="2 images and 3 questions"):
+        clipblip.answer(model, _images(image_folder)[:2], ["a", "b", "c"])

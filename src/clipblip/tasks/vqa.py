@@ -15,7 +15,11 @@ def _as_list(x) -> list:
 
 
 def _pair(model, images, questions):
-    images, questions = _as_list(images) if not isinstance(images, torch.Tensor) else images, _as_list(questions)
+    if isinstance(images, torch.Tensor):
+        images = images.unsqueeze(0) if images.dim() == 3 else images  # one preprocessed image [3, S, S]
+    else:
+        images = _as_list(images)
+    questions = _as_list(questions)
     n = len(images)
     if len(questions) == 1 and n > 1:
         questions = questions * n
