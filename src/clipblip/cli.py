@@ -209,7 +209,9 @@ def cmd_convert(args) -> int:
     from .tasks.inputs import Skipped
 
     model = load(args.source, arch=args.arch)
-    out = export_hf(model, args.output) if args.to == "hf" else save(model, args.output)
+    if args.parts and args.to != "hf":
+        raise ClipBlipError("--parts picks the Hugging Face BLIP class to export to: use it with --to hf")
+    out = export_hf(model, args.output, args.parts) if args.to == "hf" else save(model, args.output)
     return _report({"output": str(out), "format": args.to}, Skipped(), args.json, [f"wrote {args.to} model to {out}"])
 
 
@@ -282,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("output")
     p.add_argument("--to", choices=["native", "hf"], default="native")
+    p.add_argument("--parts", nargs="+", choices=["encoder", "decoder", "itc", "itm"],
+                   help="BLIP to HF: the heads to export (decoder: captioning; encoder itc itm: retrieval; "
+                        "encoder decoder: VQA)")
     p.add_argument("--arch", help="architecture of a bare open_clip file")
     _common(p, model=False)
     p.set_defaults(run=cmd_convert)

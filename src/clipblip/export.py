@@ -13,8 +13,11 @@ from .convert import blip, hf_clip
 from .errors import ClipBlipError
 
 
-def export_hf(model, directory) -> Path:
-    """CLIP -> CLIPModel; BLIP -> the Blip* class its parts make (caption, retrieval or VQA)."""
+def export_hf(model, directory, parts: tuple[str, ...] | None = None) -> Path:
+    """CLIP -> CLIPModel; BLIP -> the Blip* class its parts make (caption, retrieval or VQA). `parts` exports a
+    subset of a BLIP, e.g. ("decoder",) turns a pretrained BLIP with every head into a captioning model."""
+    if parts is not None:
+        model = _subset(model, tuple(parts))
     converter = {"clip": hf_clip, "blip": blip}.get(model.config.family)
     if converter is None:
         raise ClipBlipError(f"export to Hugging Face is not implemented for {model.config.family}")
@@ -28,3 +31,16 @@ def export_hf(model, directory) -> Path:
     sd = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if alias[k] == k}
     save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
     return directory
+
+
+def _subset(model, parts: tuple[str, ...]):
+    from dataclasses import replace
+
+    from .checkpoint import build, load_strict
+
+    if model.config.family != "blip" or not set(parts) <= set(model.config.parts):
+        raise ClipBlipError(f"cannot take parts {parts} from a {model.config.family} model with "
+                            f"{getattr(model.config, 'parts', ())}")
+    sub = build(replace(model.config, parts=parts, tie_decoder=False))
+    wanted = set(sub.state_dict())
+    return load_strict(sub, {k: v for k, v in model.state_dict().items() if k in wanted}, "the model's own weights")

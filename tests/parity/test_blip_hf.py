@@ -213,3 +213,18 @@ def test_original_file_resamples_positions_to_the_catalog_size(tmp_path, monkeyp
                  interpolate_pos_encoding=True).itm_score
         ours = model.itm_logits(IDS[:2], model.image_kv(model.image_tokens(px)))
     assert (ref - ours).abs().max() <= TOL
+
+
+def test_export_a_captioner_from_a_model_with_every_head(tmp_path, tiny_blip_dir):
+    import transformers as T
+
+    from clipblip.export import export_hf
+
+    full = clipblip.load(tiny_blip_dir)
+    export_hf(full, tmp_path / "cap", parts=("decoder",))
+    hf = T.BlipForConditionalGeneration.from_pretrained(tmp_path / "cap").eval()
+    ids = torch.tensor([[30522, 2000, 2001]])
+    px = pixels(1)
+    with torch.no_grad():
+        ours = full.lm_logits(ids, full.image_kv(full.image_tokens(px), "decoder"))
+        assert (hf(input_ids=ids, pixel_values=px).logits - ours).abs().max() <= TOL
