@@ -97,6 +97,7 @@ def test_match_equals_itm_softmax_with_enc_first(model, image_folder):
                 assert float(probs[i, j]) == pytest.approx(float(ref), abs=1e-5)
 
 
+@torch.no_grad()
 def test_rerank_scores_are_itm_plus_itc(model, image_folder):
     paths = _images(image_folder)
     tokens, feats, kept = image_tokens(model, paths)
