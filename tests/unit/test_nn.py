@@ -55,3 +55,12 @@ def test_attention_matches_the_textbook_formula():
     w = (heads(q) @ heads(k).transpose(-1, -2) / 2.0).softmax(-1)
     ref = attn.proj((w @ heads(v)).transpose(1, 2).reshape(1, 4, 8))
     assert torch.allclose(attn(x), ref, atol=1e-6)
+
+
+def test_first_token_equals_the_full_block_at_position_zero():
+    from clipblip.nn import PreNormBlock
+
+    block = PreNormBlock(16, 4, 32, "quick_gelu", 1e-5).eval()
+    x = torch.randn(3, 7, 16)
+    with torch.no_grad():
+        assert torch.allclose(block.first_token(x), block(x)[:, :1], atol=1e-6)

@@ -82,6 +82,16 @@ class Attention(_Heads):
         return self.proj(self.merge(out))
 
 
+    def first_token(self, x):
+        """The output at the first position only, attending to all of `x` (a pooled model's last block needs
+        nothing else): the keys/values are computed for every token, the rest for one."""
+        w_q, w_kv = self.qkv.weight.split([x.shape[-1], 2 * x.shape[-1]])
+        b_q, b_kv = self.qkv.bias.split([x.shape[-1], 2 * x.shape[-1]]) if self.qkv.bias is not None else (None, None)
+        q = self.split(F.linear(x[:, :1], w_q, b_q))
+        k, v = (self.split(t) for t in F.linear(x, w_kv, b_kv).chunk(2, dim=-1))
+        return self.proj(self.merge(F.scaled_dot_product_attention(q, k, v)))
+
+
 class CrossAttention(_Heads):
     """Queries from `x`, keys/values from a context (image tokens); `out_dim` lets CLIP's attention pool project."""
 

@@ -22,6 +22,12 @@ class PreNormBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+    def first_token(self, x):
+        """The block's output at the first position only (see `Attention.first_token`): [B, 1, W]."""
+        first = x[:, :1] + self.attn.first_token(self.norm1(x))
+        return first + self.mlp(self.norm2(first))
+
+
 class PostNormBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_dim: int, act: str, eps: float, cross_dim: int | None = None):
         super().__init__()

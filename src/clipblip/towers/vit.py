@@ -40,7 +40,7 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(w, eps=cfg.norm_eps)
         self.proj = nn.Linear(w, cfg.output_dim, bias=False) if cfg.output_dim else None
 
-    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(pixels.to(self.patch_embed.weight.dtype))
         grid_h, grid_w = x.shape[-2:]
         if grid_h != grid_w:
@@ -49,16 +49,20 @@ class VisionTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # [B, N, W]
         cls = self.cls_token.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + resample_pos_embed(self.pos_embed, grid_h).to(x.dtype)
-        x = self.norm_pre(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return self.norm_pre(x)
 
     def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """All tokens, normalized: [B, 1 + N, W] (BLIP's cross-attention reads these)."""
-        return self.norm(self._encode(pixels))
+        x = self._embed(pixels)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The pooled (class-token) feature, projected when the config says so: [B, output_dim or W]."""
-        x = self.norm(self._encode(pixels)[:, 0])
+        """The pooled (class-token) feature, projected when the config says so: [B, output_dim or W]. Only the
+        class token leaves the last block, so it alone is computed there."""
+        x = self._embed(pixels)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        x = self.norm(self.blocks[-1].first_token(x)[:, 0])
         return self.proj(x) if self.proj is not None else x
