@@ -119,3 +119,9 @@ def test_blip_commands_refuse_clip_models(tiny_clip_dir, image_folder, capsys):
 def test_bad_generation_options_are_one_line_errors(tiny_blip_dir, image_folder, capsys):
     code, _, err = run(capsys, "caption", image_folder / "0_red.jpg", "--beams", "0", "-m", tiny_blip_dir)
     assert code == EXIT_ERROR and "num_beams" in err and "Traceback" not in err
+
+
+def test_rerank_over_only_bad_files_is_a_clear_error(tiny_blip_dir, image_folder, capsys):
+    code, _, err = run(capsys, "search", "x", "--images", image_folder / "broken.jpg", "--rerank",
+                       "-m", tiny_blip_dir)
+    assert code == EXIT_ERROR and "none of the images" in err and "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ClipBlipError
 from .caption import require_blip
 from .inputs import pixel_batches
 from .retrieval import topk
@@ -22,6 +23,9 @@ def image_tokens(model, images, batch_size: int = 16, skip_bad: bool = False, sk
         if "itc" in model.config.parts:
             feats.append(F.normalize(model.vision_proj(t[:, 0]), dim=-1))
         kept += idx
+    if not toks:
+        first = f"; the first: {skipped.items[0][1]}" if skipped else ""
+        raise ClipBlipError(f"none of the images could be read, nothing to match{first}")
     feats = torch.cat(feats) if feats else None
     return torch.cat(toks), feats, kept
 
