@@ -31,14 +31,15 @@ def _model(args):
     return model
 
 
-def _texts(args) -> list[str]:
-    texts = list(args.texts or [])
-    if args.texts_file:
+def _listed(items, path) -> list[str]:
+    """Items given on the command line, then the non-empty lines of `path` (if any)."""
+    out = list(items or [])
+    if path:
         try:
-            texts += [line.strip() for line in Path(args.texts_file).read_text().splitlines() if line.strip()]
+            out += [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
         except OSError as e:
-            raise ClipBlipError(f"cannot read {args.texts_file}: {e.strerror}") from None
-    return texts
+            raise ClipBlipError(f"cannot read {path}: {e.strerror}") from None
+    return out
 
 
 def _report(result: dict, skipped, as_json: bool, lines) -> int:
@@ -76,7 +77,7 @@ def cmd_embed(args) -> int:
 
     from .tasks.inputs import Skipped, find_images, image_features, text_features
 
-    texts = _texts(args)
+    texts = _listed(args.texts, args.texts_file)
     images = find_images(args.images) if args.images else []
     if not texts and not images:
         raise ClipBlipError("nothing to embed: give --images and/or --texts / --texts-file")
@@ -113,9 +114,7 @@ def cmd_classify(args) -> int:
     from .tasks.inputs import find_images, image_features
     from .tasks.zeroshot import class_embeddings, scores, top_labels
 
-    labels = list(args.labels or [])
-    if args.labels_file:
-        labels += [line.strip() for line in Path(args.labels_file).read_text().splitlines() if line.strip()]
+    labels = _listed(args.labels, args.labels_file)
     images = find_images(args.images)
     model = _model(args)
     class_feats = class_embeddings(model, labels, args.templates)
@@ -180,9 +179,7 @@ def cmd_ask(args) -> int:
 
     model = _model(args)
     _require_blip(model, "ask")
-    candidates = list(args.answers or [])
-    if args.answers_file:
-        candidates += [line.strip() for line in Path(args.answers_file).read_text().splitlines() if line.strip()]
+    candidates = _listed(args.answers, args.answers_file)
     result = answer(model, [args.image], [args.question], candidates=candidates or None, num_beams=args.beams)[0]
     if candidates:
         ranked = [{"answer": a, "prob": p} for a, p in result[: args.top_k]]

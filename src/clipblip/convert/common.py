@@ -69,12 +69,6 @@ def drop(sd: StateDict, patterns: tuple[str, ...]) -> StateDict:
     return {k: v for k, v in sd.items() if not any(re.search(p, k) for p in patterns)}
 
 
-def require(sd: StateDict, keys: tuple[str, ...], what: str) -> None:
-    missing = [k for k in keys if k not in sd]
-    if missing:
-        raise ClipBlipError(f"not a {what} checkpoint: missing {missing[:5]}")
-
-
 def invert(rules: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The inverse of literal rename rules (escaped literal patterns, optionally anchored by ^ and $)."""
     out = []
