@@ -55,17 +55,13 @@ def rerank_text_to_image(model, texts, tokens: torch.Tensor, image_feats: torch.
     """Per text, [(image row, score)] best first: ITC top-`shortlist`, then score = ITM match logit + ITC
     similarity (BLIP's retrieval evaluation)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
-    device = image_feats.device
-    text_feats = F.normalize(model.encode_text(model.tokenize(texts).to(device)), dim=-1)
+    text_feats, enc_ids = _text_side(model, texts, image_feats.device)
     sims, index = topk(text_feats, image_feats, shortlist)
-    enc_ids = model.tokenize(texts, first="enc").to(device)
     out = []
     for q in range(len(texts)):
         shortlisted = tokens[index[q]]  # the text against its shortlist, in one batch
         logits = model.itm_logits(enc_ids[q:q + 1].expand(len(shortlisted), -1), model.image_kv(shortlisted))[:, 1]
-        score = logits + sims[q]
-        order = score.argsort(descending=True)[:top_k]
-        out.append([(int(index[q, o]), float(score[o])) for o in order])
+        out.append(_best(index[q], logits + sims[q], top_k))
     return out
 
 
@@ -73,15 +69,22 @@ def rerank_text_to_image(model, texts, tokens: torch.Tensor, image_feats: torch.
 def rerank_image_to_text(model, tokens: torch.Tensor, image_feats: torch.Tensor, texts, top_k: int = 5,
                          shortlist: int = 16):
     """Per image, [(text row, score)] best first, scored as in `rerank_text_to_image`."""
-    texts = list(texts)
-    device = image_feats.device
-    text_feats = F.normalize(model.encode_text(model.tokenize(texts).to(device)), dim=-1)
+    text_feats, enc_ids = _text_side(model, list(texts), image_feats.device)
     sims, index = topk(image_feats, text_feats, shortlist)
-    enc_ids = model.tokenize(texts, first="enc").to(device)
     out = []
     for i in range(tokens.shape[0]):
         logits = model.itm_logits(enc_ids[index[i]], model.image_kv(tokens[i:i + 1]))[:, 1]
-        score = logits + sims[i]
-        order = score.argsort(descending=True)[:top_k]
-        out.append([(int(index[i, o]), float(score[o])) for o in order])
+        out.append(_best(index[i], logits + sims[i], top_k))
     return out
+
+
+def _text_side(model, texts: list[str], device):
+    """Normalized ITC features of the texts ([CLS] first) and their ITM ids ([ENC] first)."""
+    feats = F.normalize(model.encode_text(model.tokenize(texts).to(device)), dim=-1)
+    return feats, model.tokenize(texts, first="enc").to(device)
+
+
+def _best(rows: torch.Tensor, score: torch.Tensor, top_k: int) -> list[tuple[int, float]]:
+    """The top_k (gallery row, final score) of a shortlist, best first."""
+    order = score.argsort(descending=True)[:top_k]
+    return [(int(rows[o]), float(score[o])) for o in order]
