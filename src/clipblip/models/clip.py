@@ -20,7 +20,7 @@ class CLIP(CarriesPreprocess, nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self._tokenizer = None
 
-    # The model carries its tokenizer and preprocessing; both are built on first use from the config.
+    # The tokenizer is built on first use, from the config (preprocessing comes from CarriesPreprocess).
     @property
     def tokenizer(self):
         if self._tokenizer is None:
