@@ -43,6 +43,7 @@ class TextConfig:
     sot_id: int = 49406
     eot_id: int = 49407               # features are pooled at the first position holding this id
     pad_id: int = 0                   # what the tokenizer pads with (OpenAI: 0; HF: the eot id)
+    vocab: tuple[str, ...] = ()       # a closed word vocabulary (text/wordlevel.py); empty: OpenAI's BPE
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class BertConfig:
     sep_id: int = 102                 # ends every text; generation stops at it
     dec_id: int = 30522               # starts decoder input
     enc_id: int = 30523               # starts image-grounded encoder input (ITM)
+    vocab: tuple[str, ...] = ()       # a closed word vocabulary (text/wordlevel.py); empty: BERT's WordPiece
 
 
 BLIP_PARTS = ("encoder", "decoder", "itc", "itm")
@@ -108,11 +110,20 @@ def _build(cls, data: dict):
     for name, value in data.items():
         default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default):
-            value = _build(type(default), value)
+            value = _merge(default, value)
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _merge(default, data: dict):
+    """A nested group from JSON: the given fields over the field's default instance (so a partial group keeps
+    e.g. BLIP's vision defaults, which are not VisionConfig's)."""
+    if not isinstance(data, dict):
+        raise ClipBlipError(f"{type(default).__name__}: expected a group of settings, got {data!r}")
+    built = _build(type(default), data)
+    return dataclasses.replace(default, **{k: getattr(built, k) for k in data})
 
 
 def from_dict(data: dict):

@@ -21,6 +21,9 @@ def export_hf(model, directory, parts: tuple[str, ...] | None = None) -> Path:
     converter = {"clip": hf_clip, "blip": blip}.get(model.config.family)
     if converter is None:
         raise ClipBlipError(f"export to Hugging Face is not implemented for {model.config.family}")
+    if model.config.text.vocab:
+        raise ClipBlipError("this model reads a closed word vocabulary (config text.vocab), which Hugging Face's "
+                            "CLIP/BLIP tokenizers cannot express; use it through clipblip.load")
     config, preprocessor = converter.config_to_hf(model.config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -61,9 +61,10 @@ class BLIP(CarriesPreprocess, nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from ..text import BlipTokenizer
+            from ..text import BlipTokenizer, BlipWordTokenizer
 
-            self._tokenizer = BlipTokenizer(max_length=self.config.text.max_length)
+            t = self.config.text
+            self._tokenizer = BlipWordTokenizer(t.vocab, t.max_length) if t.vocab else BlipTokenizer(t.max_length)
         return self._tokenizer
 
     def tokenize(self, texts, first: str = "cls") -> torch.Tensor:

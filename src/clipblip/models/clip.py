@@ -24,10 +24,11 @@ class CLIP(CarriesPreprocess, nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from ..text import ClipTokenizer
+            from ..text import ClipTokenizer, ClipWordTokenizer
 
             t = self.config.text
-            self._tokenizer = ClipTokenizer(context_length=t.context_length, pad_id=t.pad_id)
+            self._tokenizer = (ClipWordTokenizer(t.vocab, t.context_length) if t.vocab else
+                               ClipTokenizer(context_length=t.context_length, pad_id=t.pad_id))
         return self._tokenizer
 
     def tokenize(self, texts) -> torch.Tensor:

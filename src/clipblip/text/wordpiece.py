@@ -103,8 +103,9 @@ class BlipTokenizer:
         return BlipTokenizer, (self.max_length, self._vocab_path)
 
     def __call__(self, texts: str | list[str], max_length: int | None = None,
-                 first: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids, attention_mask), both [B, L] int64; a single str gives B = 1."""
+                 first: str = "cls", pad_to_max: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention_mask), both [B, L] int64; a single str gives B = 1. L is the longest row, or max_length
+        with `pad_to_max` (fixed shapes, as distributed training gathers them)."""
         length = self.max_length if max_length is None else check_length(max_length, "max_length", "the first token and [SEP]")
         first_id = self._first_ids.get(first) if isinstance(first, str) else None
         if first_id is None:
@@ -116,7 +117,7 @@ class BlipTokenizer:
                           f"to their first {length - 2} wordpieces plus [{first.upper()}] and [SEP]", stacklevel=2)
         rows = [[first_id, *ids[: length - 2], self.sep_id] for ids in pieces]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        width = int(lengths.max()) if len(rows) else 0
+        width = length if pad_to_max else int(lengths.max()) if len(rows) else 0
         flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         mask = np.arange(width) < lengths[:, None]
         out = np.full((len(rows), width), self.pad_id, dtype=np.int64)

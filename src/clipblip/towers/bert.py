@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import BertConfig
-from ..nn import KVCache, PostNormBlock, activation
+from ..nn import KVCache, PostNormBlock, activation, run_block
 
 
 class BertTower(nn.Module):
@@ -24,6 +24,7 @@ class BertTower(nn.Module):
         self.blocks = nn.ModuleList(
             PostNormBlock(cfg.width, cfg.heads, cfg.mlp_dim, cfg.act, cfg.norm_eps, cross_dim=cfg.cross_width)
             for _ in range(cfg.layers))
+        self.grad_checkpointing = False
 
     def context_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Every block's cross-attention keys/values for `context` (image tokens): computed once, reused by every
@@ -38,8 +39,9 @@ class BertTower(nn.Module):
         x = self.word_embed(ids) + self.pos_embed[past: past + ids.shape[1]]
         x = self.emb_norm(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask=mask, causal=causal, cache=caches[i] if caches else None,
-                      kv=context_kv[i] if context_kv is not None else None, kv_mask=context_mask)
+            x = run_block(block, x, self.grad_checkpointing and not caches, mask=mask, causal=causal,
+                          cache=caches[i] if caches else None, kv=context_kv[i] if context_kv is not None else None,
+                          kv_mask=context_mask)
         return x
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import TextConfig
 from ..errors import ClipBlipError
-from ..nn import PreNormBlock
+from ..nn import PreNormBlock, run_block
 
 
 class TextTransformer(nn.Module):
@@ -24,6 +24,7 @@ class TextTransformer(nn.Module):
             PreNormBlock(cfg.width, cfg.heads, cfg.mlp_dim, cfg.act, cfg.norm_eps) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.proj = nn.Linear(cfg.width, cfg.output_dim, bias=False)
+        self.grad_checkpointing = False
 
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         is_eot = tokens == self.eot_id
@@ -40,6 +41,6 @@ class TextTransformer(nn.Module):
         tokens = tokens[:, : int(eot.max()) + 1]
         x = self.token_embed(tokens) + self.pos_embed[: tokens.shape[1]]
         for block in self.blocks:
-            x = block(x, causal=True)
+            x = run_block(block, x, self.grad_checkpointing, causal=True)
         x = self.norm(x[torch.arange(x.shape[0], device=x.device), eot])
         return self.proj(x)

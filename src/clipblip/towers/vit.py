@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import VisionConfig
 from ..errors import ClipBlipError
-from ..nn import PreNormBlock
+from ..nn import PreNormBlock, run_block
 
 
 def resample_pos_embed(pos: torch.Tensor, grid: int, prefix: int = 1) -> torch.Tensor:
@@ -39,6 +39,7 @@ class VisionTransformer(nn.Module):
             PreNormBlock(w, cfg.heads, cfg.mlp_dim, cfg.act, cfg.norm_eps) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(w, eps=cfg.norm_eps)
         self.proj = nn.Linear(w, cfg.output_dim, bias=False) if cfg.output_dim else None
+        self.grad_checkpointing = False
 
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(pixels.to(self.patch_embed.weight.dtype))
@@ -55,7 +56,7 @@ class VisionTransformer(nn.Module):
         """All tokens, normalized: [B, 1 + N, W] (BLIP's cross-attention reads these)."""
         x = self._embed(pixels)
         for block in self.blocks:
-            x = block(x)
+            x = run_block(block, x, self.grad_checkpointing)
         return self.norm(x)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -63,6 +64,6 @@ class VisionTransformer(nn.Module):
         class token leaves the last block, so it alone is computed there."""
         x = self._embed(pixels)
         for block in self.blocks[:-1]:
-            x = block(x)
+            x = run_block(block, x, self.grad_checkpointing)
         x = self.norm(self.blocks[-1].first_token(x)[:, 0])
         return self.proj(x) if self.proj is not None else x

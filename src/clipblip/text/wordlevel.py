@@ -1,0 +1,128 @@
+"""Word-level tokenizers for closed vocabularies (the Shapes world): one id per word, on the `tokenizers` library.
+
+A model trained on a small closed language does not need 49k BPE or 30k WordPiece rows in its embedding and
+output layers: with a vocabulary of ~100 words the shipped tiny models are a few MB and the LM softmax is ~300x
+cheaper. The vocabulary is a config field (saved in config.json), so a checkpoint stays self-contained.
+
+Texts are lowercased, split on whitespace and punctuation (`tokenizers`' Whitespace: `\\w+|[^\\w\\s]+`); a word
+outside the vocabulary becomes [UNK]. The special ids come first, in a fixed order per family (`CLIP_SPECIALS`,
+`BERT_SPECIALS`), so the config's special-token ids follow from the vocabulary (`clip_ids`, `bert_ids`).
+The two classes have the call signatures of ClipTokenizer and BlipTokenizer, so every task works unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordLevel
+
+from clipblip.errors import ClipBlipError
+from clipblip.text.checks import check_length, check_texts
+
+CLIP_SPECIALS = ("<pad>", "<unk>", "<sot>", "<eot>")
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[ENC]")
+_NO_SPACE_BEFORE = re.compile(r" ([.,?!;:])")
+
+
+def clip_ids(vocab) -> dict:
+    """TextConfig fields for a word vocabulary (CLIP_SPECIALS first)."""
+    return {"vocab_size": len(vocab), "pad_id": 0, "sot_id": 2, "eot_id": 3}
+
+
+def bert_ids(vocab) -> dict:
+    """BertConfig fields for a word vocabulary (BERT_SPECIALS first)."""
+    return {"vocab_size": len(vocab), "pad_id": 0, "cls_id": 2, "sep_id": 3, "dec_id": 4, "enc_id": 5}
+
+
+def full_vocab(words, specials) -> tuple[str, ...]:
+    """specials + the distinct lowercase words, sorted (a stable id for each word)."""
+    words = sorted({w.lower() for w in words} - set(specials))
+    return tuple(specials) + tuple(words)
+
+
+@functools.lru_cache(maxsize=16)
+def _backend(vocab: tuple[str, ...], unk: str) -> Tokenizer:
+    if len(set(vocab)) != len(vocab):
+        raise ClipBlipError("the word vocabulary has duplicate entries")
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=unk))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+class _Words:
+    def __init__(self, vocab, specials: tuple[str, ...], length: int):
+        vocab = tuple(vocab)
+        if vocab[: len(specials)] != specials:
+            raise ClipBlipError(f"a word vocabulary must start with {specials}; got {vocab[: len(specials)]}")
+        self.vocab, self.vocab_size = vocab, len(vocab)
+        self._tok = _backend(vocab, specials[1])
+        self._specials = set(range(len(specials)))
+        self.length = length
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(check_texts(text, type(self).__name__)[0], add_special_tokens=False).ids
+
+    def _rows(self, texts, first: int, last: int, length: int) -> list[list[int]]:
+        encoded = self._tok.encode_batch(check_texts(texts, type(self).__name__), add_special_tokens=False)
+        return [[first, *e.ids[: length - 2], last] for e in encoded]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        seq = ids.tolist() if isinstance(ids, (torch.Tensor, np.ndarray)) else list(ids)
+        bad = [i for i in seq if not 0 <= int(i) < self.vocab_size]
+        if bad:
+            raise ClipBlipError(f"cannot decode ids outside [0, {self.vocab_size}): {bad[:5]}")
+        words = [self.vocab[int(i)] for i in seq if not (skip_special_tokens and int(i) in self._specials)]
+        return _NO_SPACE_BEFORE.sub(r"\1", " ".join(words))
+
+    def batch_decode(self, rows, skip_special_tokens: bool = True) -> list[str]:
+        return [self.decode(r, skip_special_tokens) for r in rows]
+
+
+class ClipWordTokenizer(_Words):
+    """ClipTokenizer's interface: [B, context_length] ids, <sot> words <eot> then <pad>."""
+
+    def __init__(self, vocab, context_length: int = 32):
+        super().__init__(vocab, CLIP_SPECIALS, check_length(context_length, "context_length", "sot and eot"))
+        self.context_length, self.pad_id, self.sot_id, self.eot_id = self.length, 0, 2, 3
+
+    def __reduce__(self):
+        return ClipWordTokenizer, (self.vocab, self.context_length)
+
+    def __call__(self, texts, context_length: int | None = None) -> torch.Tensor:
+        length = context_length or self.context_length
+        rows = self._rows(texts, self.sot_id, self.eot_id, length)
+        out = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row)
+        return out
+
+
+class BlipWordTokenizer(_Words):
+    """BlipTokenizer's interface: (ids, mask) [B, L], [first] words [SEP] then [PAD]; L is the longest row, or
+    max_length for every batch with `pad_to_max=True` (fixed shapes, as distributed training gathers them)."""
+
+    pad_id, unk_id, cls_id, sep_id, dec_id, enc_id = range(6)
+
+    def __init__(self, vocab, max_length: int = 32):
+        super().__init__(vocab, BERT_SPECIALS, check_length(max_length, "max_length", "the first token and [SEP]"))
+        self.max_length = self.length
+        self._first_ids = {"cls": self.cls_id, "enc": self.enc_id, "dec": self.dec_id}
+
+    def __reduce__(self):
+        return BlipWordTokenizer, (self.vocab, self.max_length)
+
+    def __call__(self, texts, max_length: int | None = None, first: str = "cls", pad_to_max: bool = False):
+        length = max_length or self.max_length
+        if first not in self._first_ids:
+            raise ClipBlipError(f"first must be 'cls' (text encoder), 'enc' (ITM) or 'dec' (decoder); got {first!r}")
+        rows = self._rows(texts, self._first_ids[first], self.sep_id, length)
+        width = length if pad_to_max else max((len(r) for r in rows), default=0)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids, (ids != self.pad_id).long()

@@ -1,0 +1,146 @@
+"""Batches for training: which records a step reads is a pure function of (seed, step), so a resumed run reads
+exactly what an uninterrupted one would, and ranks read disjoint slices of each global batch.
+
+Map-style datasets (the Shapes world, CSV, JSONL, folders, COCO, VQA): sample position p of the stream is record
+perm_e[p mod N] of epoch e = p div N, with perm_e a seeded permutation; a global batch is positions
+[b * GB, (b + 1) * GB) and rank r takes its r-th slice. Iterable datasets (webdataset shards) are split by shard
+across ranks (and DataLoader workers) and resume by skipping the samples already read.
+A record with several captions uses caption e mod k in epoch e. Images that cannot be read are skipped and
+reported through the batch (`skipped`); they never stop the run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from ..errors import ClipBlipError
+from ..image import load_image
+
+
+def permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class StepBatches:
+    """Infinite batch sampler: lists of (record index, epoch) for this rank, from batch `start` on."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, start: int, seed: int, shuffle=True):
+        if n == 0:
+            raise ClipBlipError("the training set is empty")
+        if global_batch % world:
+            raise ClipBlipError(f"batch_size={global_batch} is not divisible by the {world} ranks")
+        self.n, self.gb, self.local, self.rank = n, global_batch, global_batch // world, rank
+        self.start, self.seed, self.shuffle = start, seed, shuffle
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: permutation(self.n, self.seed, epoch) if self.shuffle else np.arange(self.n)}
+        return self._perms[epoch]
+
+    def __iter__(self):
+        for b in itertools.count(self.start):
+            first = b * self.gb + self.rank * self.local
+            yield [(int(self._perm(p // self.n)[p % self.n]), p // self.n) for p in range(first, first + self.local)]
+
+
+class _Keyed(Dataset):
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, key):
+        index, epoch = key
+        return self.records[index], index, epoch
+
+
+class _Skipping(IterableDataset):
+    """An iterable dataset from sample `skip` on, batched to `local` records, tagged (record, index, epoch)."""
+
+    def __init__(self, records, skip: int, local: int):
+        self.records, self.skip, self.local = records, skip, local
+
+    def __iter__(self):
+        def stream():
+            for epoch in itertools.count():
+                n = 0
+                for n, rec in enumerate(self.records, 1):
+                    yield rec, zlib.crc32(str(rec.get("id", n)).encode()), epoch
+                if n == 0:
+                    raise ClipBlipError("the training shards hold no samples for this rank")
+        it = itertools.islice(stream(), self.skip, None)
+        while True:
+            yield list(itertools.islice(it, self.local))
+
+
+def loader(records, collate, *, global_batch: int, rank: int, world: int, start_batch: int, seed: int,
+           workers: int = 0):
+    """An endless iterator of collated batches for this rank, from global batch `start_batch` on."""
+    if isinstance(records, IterableDataset) or not hasattr(records, "__getitem__"):
+        local = global_batch // world
+        ds = _Skipping(records, start_batch * local, local)
+        return iter(DataLoader(ds, batch_size=None, collate_fn=collate, num_workers=workers))
+    sampler = StepBatches(len(records), global_batch, rank, world, start_batch, seed)
+    return iter(DataLoader(_Keyed(records), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                           persistent_workers=workers > 0))
+
+
+def _choose(options: list, epoch: int):
+    return options[epoch % len(options)]
+
+
+class Collate:
+    """Records -> tensors for an objective: decode and preprocess images, tokenize in the model's tokenizer.
+
+    Kinds: "clip" {"pixels", "tokens"}; "blip" {"pixels", "ids", "item_ids"}; "vqa" {"pixels", "question_ids",
+    "answer_ids", "answer_weights", "answer_counts"}. Every batch also lists the records it `skipped`."""
+
+    def __init__(self, model, kind: str):
+        self.kind, self.preprocess, self.tokenizer = kind, model.preprocess, model.tokenizer
+
+    def __call__(self, items) -> dict:
+        good, images, skipped = [], [], []
+        for record, index, epoch in items:
+            try:
+                images.append(load_image(record["image"]))
+                good.append((record, index, epoch))
+            except (ClipBlipError, KeyError) as e:
+                skipped.append((str(record.get("id", index)), str(e)))
+        batch = {"skipped": skipped, "size": len(good)}
+        if not good:
+            return batch
+        batch["pixels"] = self.preprocess(images)
+        if self.kind == "vqa":
+            batch.update(self._vqa(good))
+            return batch
+        texts = [_choose(r.get("captions") or [r["caption"]], e) for r, _, e in good]
+        if self.kind == "clip":
+            batch["tokens"] = self.tokenizer(texts)
+        else:
+            batch["ids"] = self.tokenizer(texts, first="cls", pad_to_max=True)[0]
+            batch["item_ids"] = torch.tensor([i for _, i, _ in good], dtype=torch.long)
+        return batch
+
+    def _vqa(self, good) -> dict:
+        questions, answers, weights, counts = [], [], [], []
+        for record, _, epoch in good:
+            if "question" not in record:  # a Shapes record holds several questions; one per epoch
+                qa = _choose(record["vqa"], epoch)
+                record = {"question": qa["question"], "answers": [qa["answer"]]}
+            ans = list(record["answers"])
+            w = record.get("answer_weights") or [1.0 / len(ans)] * len(ans)
+            questions.append(record["question"])
+            answers += ans
+            weights += list(w)
+            counts.append(len(ans))
+        return {"question_ids": self.tokenizer(questions, first="enc", pad_to_max=True)[0],
+                "answer_ids": self.tokenizer(answers, first="dec", pad_to_max=True)[0],
+                "answer_weights": torch.tensor(weights, dtype=torch.float32),
+                "answer_counts": torch.tensor(counts, dtype=torch.long)}

@@ -1,0 +1,223 @@
+"""The one training loop: every objective, one process or many under torchrun, killed and resumed at will.
+
+    from clipblip.train import resolve, train
+    train(resolve("shapes-clip", overrides=["steps=500"]))
+
+Outputs under `cfg.out`: train_config.json, metrics.jsonl (one line per logged step and per evaluation),
+rejects.jsonl (records skipped for unreadable images), checkpoints/step-*.pt, and model/ (the native format,
+loadable by clipblip.load) at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import checkpoint as native
+from .. import config as model_config
+from ..errors import ClipBlipError
+from . import checkpoint, distributed, objectives, optim
+from .config import TrainConfig
+from .data import Collate, loader
+from .logs import Logger
+from .momentum import Momentum
+
+
+class _Runner(torch.nn.Module):
+    """DDP hooks gradients through forward(): the objective runs inside it. `ctx` is set before each call."""
+
+    def __init__(self, model, objective):
+        super().__init__()
+        self.model, self.objective, self.ctx = model, objective, None
+
+    def forward(self, batch):
+        return self.objective(self.model, batch, self.ctx)
+
+
+def build_model(cfg: TrainConfig):
+    if cfg.init:
+        from .. import load
+
+        return load(cfg.init)
+    if not cfg.model:
+        raise ClipBlipError("no model: give `model` (a model config, as a preset does) or `init` (a checkpoint)")
+    model = native.build(model_config.from_dict(cfg.model))
+    optim.init_weights(model)
+    return model
+
+
+def open_records(cfg: TrainConfig, rank: int = 0, world: int = 1):
+    if cfg.data == "shapes":
+        from ..data.shapes_records import ShapesRecords
+
+        return ShapesRecords("train", **cfg.shapes)
+    from ..data.readers import open_dataset
+
+    return open_dataset(cfg.data, format=cfg.data_format, image_root=cfg.image_root, split=cfg.split,
+                        rank=rank, world_size=world)
+
+
+def _clamp_temperature(model) -> None:
+    with torch.no_grad():
+        if model.config.family == "clip":
+            model.logit_scale.clamp_(0, math.log(100))  # CLIP caps the inverse temperature at 100
+        elif "itc" in model.config.parts:
+            model.temp.clamp_(0.001, 0.5)  # BLIP's bounds
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg, self.env = cfg, distributed.setup(cfg.device)
+        self.out = Path(cfg.out)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.model = build_model(cfg).to(self.env.device).train()
+        objectives.check(cfg.objective, self.model)
+        if cfg.grad_checkpointing:
+            for m in self.model.modules():
+                if hasattr(m, "grad_checkpointing"):
+                    m.grad_checkpointing = True
+        self.momentum = None
+        if cfg.objective in objectives.NEEDS_MOMENTUM:
+            self.momentum = Momentum(self.model, cfg.momentum, cfg.queue_size, cfg.seed).to(self.env.device)
+        runner = _Runner(self.model, objectives.OBJECTIVES[cfg.objective])
+        self.runner = runner if self.env.world == 1 else DistributedDataParallel(
+            runner, find_unused_parameters=cfg.objective in ("caption", "vqa", "retrieval"))
+        self.ctx_holder = runner
+        self.optimizer = optim.adamw(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
+        self.step = 0
+        if resume:
+            self._restore()
+        elif self.env.main and checkpoint.latest(self.out / "checkpoints"):
+            raise ClipBlipError(f"{self.out} already holds checkpoints of a run: resume it with --resume, or pick "
+                                "another out=")
+        self.log = Logger(self.out, cfg, self.env.main, self.step)
+
+    def _restore(self) -> None:
+        path = checkpoint.latest(self.out / "checkpoints")
+        if path is None:
+            raise ClipBlipError(f"nothing to resume: {self.out / 'checkpoints'} holds no complete checkpoint")
+        state = checkpoint.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.momentum is not None:
+            self.momentum.load_state_dict(state["momentum"])
+        checkpoint.set_rng_state(state["rng"])
+        self.step = state["step"]
+
+    def _state(self) -> dict:
+        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "momentum": self.momentum.state_dict() if self.momentum is not None else None,
+                "rng": checkpoint.rng_state(), "config": self.cfg.to_dict(),
+                "samples_seen": self.step * self.cfg.accum * self.cfg.batch_size}
+
+    def save(self) -> None:
+        if self.env.main:
+            checkpoint.save(self.out / "checkpoints", self.step, self._state(), self.cfg.keep)
+        distributed.barrier()
+
+    def _micro_step(self, batch: dict, micro: int) -> dict:
+        cfg = self.cfg
+        self.ctx_holder.ctx = objectives.Context(
+            step=self.step, micro=micro, seed=cfg.seed, momentum=self.momentum,
+            alpha=cfg.alpha * min(1.0, (self.step + 1) / max(1, cfg.warmup)), label_smoothing=cfg.label_smoothing)
+        last = micro == cfg.accum - 1
+        sync = self.runner.no_sync() if self.env.world > 1 and not last else contextlib.nullcontext()
+        with sync:
+            with _autocast(cfg, self.env.device):
+                losses = self.runner(_to(batch, self.env.device))
+            (sum(losses.values()) / cfg.accum).backward()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def train_step(self, batches) -> dict:
+        cfg = self.cfg
+        optim.set_lr(self.optimizer, optim.lr_at(self.step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
+        totals, samples = {}, 0
+        for micro in range(cfg.accum):
+            batch = next(batches)
+            self.log.rejects(batch["skipped"])
+            if not batch["size"]:
+                raise ClipBlipError("every image of a batch was unreadable; see rejects.jsonl")
+            samples += batch["size"]
+            for k, v in self._micro_step(batch, micro).items():
+                totals[k] = totals.get(k, 0.0) + v / cfg.accum
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        _clamp_temperature(self.model)
+        self.step += 1
+        totals = distributed.mean_over_ranks(totals, self.env.device)
+        totals["loss"] = sum(totals.values())
+        totals["samples"] = distributed.total(samples, self.env.device)
+        return totals
+
+    def run(self) -> Path | None:
+        cfg = self.cfg
+        collate = Collate(self.model, "vqa" if cfg.objective == "vqa" else self.model.config.family)
+        records = open_records(cfg, self.env.rank, self.env.world)
+        batches = loader(records, collate, global_batch=cfg.batch_size, rank=self.env.rank, world=self.env.world,
+                         start_batch=self.step * cfg.accum, seed=cfg.seed, workers=cfg.workers)
+        while self.step < cfg.steps:
+            t0 = time.perf_counter()
+            values = self.train_step(batches)
+            self.log.step(self.step, values, time.perf_counter() - t0, self.optimizer.param_groups[0]["lr"])
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self.evaluate()
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save()
+        self.save()
+        self.evaluate()
+        return self.finish()
+
+    def evaluate(self) -> dict:
+        from .evaluate import evaluate
+
+        if not self.env.main:
+            return {}
+        self.model.eval()
+        with torch.no_grad(), _autocast(self.cfg, self.env.device):
+            metrics = evaluate(self.model, self.cfg, self.momentum)
+        self.model.train()
+        self.log.eval(self.step, metrics)
+        return metrics
+
+    def finish(self) -> Path | None:
+        """The final model in the native format, written beside and renamed into place."""
+        path = None
+        if self.env.main:
+            path = self.out / "model"
+            tmp = self.out / f".model.{os.getpid()}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            native.save(self.model, tmp)
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)
+        self.log.close()
+        distributed.barrier()
+        return path
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
+    """Train to cfg.steps (from the newest checkpoint with `resume`); returns the final model's directory."""
+    trainer = Trainer(cfg, resume)
+    try:
+        return trainer.run()
+    finally:
+        distributed.cleanup()

@@ -1,0 +1,66 @@
+"""BLIP's momentum encoder and feature queues (ITC with momentum distillation).
+
+An exponential moving average of the image tower, the unimodal text encoder and both ITC projections gives
+stable targets, and queues of its past features give many more negatives than a batch holds. The momentum copy
+is not trained and not wrapped in DDP: every rank updates it from identical weights, so the copies stay equal.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import padding_mask
+
+PARTS = ("visual", "vision_proj", "text_encoder", "text_proj")
+
+
+class Momentum(nn.Module):
+    def __init__(self, model, momentum: float = 0.995, queue_size: int = 4096, seed: int = 0):
+        super().__init__()
+        self.momentum = momentum
+        self.pad_id = model.config.text.pad_id
+        # The encoder's cross-attention is never used here; copying the whole tower keeps the names simple.
+        self.parts = nn.ModuleDict({name: copy.deepcopy(getattr(model, name)) for name in PARTS})
+        self.parts.requires_grad_(False)
+        dim = model.config.embed_dim
+        g = torch.Generator().manual_seed(seed)
+        # BLIP starts the queues with random unit vectors (negatives that match nothing) and item ids -1.
+        self.register_buffer("queue_img", F.normalize(torch.randn(queue_size, dim, generator=g), dim=1))
+        self.register_buffer("queue_txt", F.normalize(torch.randn(queue_size, dim, generator=g), dim=1))
+        self.register_buffer("queue_ids", torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        """param_m = m * param_m + (1 - m) * param, as BLIP does before computing momentum features."""
+        for name in PARTS:
+            for pm, p in zip(self.parts[name].parameters(), getattr(model, name).parameters()):
+                pm.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
+
+    @torch.no_grad()
+    def features(self, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized momentum ITC features of images and texts ([CLS]-started ids)."""
+        p = self.parts
+        img = p["vision_proj"](p["visual"](pixels))
+        keep = ids != self.pad_id
+        mask = None if bool(keep.all()) else padding_mask(keep, ids.shape[1], False)
+        txt = p["text_proj"](p["text_encoder"](ids, mask=mask)[:, 0])
+        return F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
+
+    def queue(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.queue_img.clone(), self.queue_txt.clone(), self.queue_ids.clone()
+
+    @torch.no_grad()
+    def enqueue(self, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor) -> None:
+        """Overwrite the oldest entries with this step's gathered momentum features (a ring buffer)."""
+        size = self.queue_ids.shape[0]
+        n = min(img.shape[0], size)
+        where = (self.ptr + torch.arange(n, device=self.ptr.device)) % size
+        self.queue_img[where] = img[-n:].to(self.queue_img.dtype)
+        self.queue_txt[where] = txt[-n:].to(self.queue_txt.dtype)
+        self.queue_ids[where] = ids[-n:]
+        self.ptr.copy_((self.ptr + n) % size)
