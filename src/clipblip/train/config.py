@@ -46,7 +46,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0                # 0: only at the end
-    eval_n: int = 256                  # Shapes val images per evaluation
+    eval_n: int = 256                  # Shapes val images per evaluation (0: no evaluation)
     save_every: int = 100
     keep: int = 2
     tensorboard: bool = False

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,24 @@ def _sizes(n: int, device) -> list[int]:
     return [int(s) for s in sizes]
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the summed gradient of its own rows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(world()[1])]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rank, size = world()
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's loss depends on every row
+        n = grad.shape[0] // size
+        return grad[rank * n:(rank + 1) * n]
+
+
 def gather(x: torch.Tensor, grad: bool = False) -> tuple[torch.Tensor, int]:
     """Rows of every rank, in rank order, and where this rank's rows start. Ranks may hold different numbers of
     rows (a skipped image): rows are padded to the largest count for the collective and cut again after.
@@ -67,7 +84,7 @@ def gather(x: torch.Tensor, grad: bool = False) -> tuple[torch.Tensor, int]:
     longest = max(sizes)
     padded = torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])]) if x.shape[0] < longest else x
     if grad:
-        parts = dist_fn.all_gather(padded)
+        parts = _GatherWithGrad.apply(padded).split(longest)
     else:
         parts = [torch.empty_like(padded) for _ in range(size)]
         dist.all_gather(parts, padded.contiguous())

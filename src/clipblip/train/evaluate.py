@@ -68,7 +68,7 @@ def val_loss(model, cfg, momentum=None) -> float:
 
 
 def evaluate(model, cfg, momentum=None) -> dict:
-    if cfg.data != "shapes":
+    if cfg.data != "shapes" or cfg.eval_n <= 0:
         return {}
     metrics = {"val_loss": val_loss(model, cfg, momentum)}
     if model.config.family == "clip" or "itc" in model.config.parts:
