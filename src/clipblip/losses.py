@@ -1,7 +1,7 @@
 """The losses of both families as pure functions of features and logits.
 
 Each returns a scalar that is correct on one process and under torchrun alike: negatives are gathered from every
-rank and sums are divided by global counts (see `train/distributed.py`).
+rank and sums are divided by global counts (see `distributed.py`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .train.distributed import gather, global_mean
+from .distributed import gather, global_mean
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -61,31 +61,36 @@ class _Keyed(Dataset):
         return self.records[index], index, epoch
 
 
-class _Skipping(IterableDataset):
-    """An iterable dataset from sample `skip` on, batched to `local` records, tagged (record, index, epoch)."""
+class _Stream(IterableDataset):
+    """Records of an iterable source, batched to `local`, tagged (record, id hash, epoch). `open_at(skip)` opens
+    the source skipping its first `skip` samples: the resume position, in the first pass only."""
 
-    def __init__(self, records, skip: int, local: int):
-        self.records, self.skip, self.local = records, skip, local
+    def __init__(self, open_at, start: int, local: int):
+        self.open_at, self.start, self.local = open_at, start, local
+
+    def _records(self):
+        skip = self.start
+        for epoch in itertools.count():
+            n = 0
+            for n, rec in enumerate(self.open_at(skip), 1):
+                yield rec, zlib.crc32(str(rec.get("id", n)).encode()), epoch
+            if n == 0 and skip == 0:
+                raise ClipBlipError("the training shards hold no samples for this rank")
+            skip = 0
 
     def __iter__(self):
-        def stream():
-            for epoch in itertools.count():
-                n = 0
-                for n, rec in enumerate(self.records, 1):
-                    yield rec, zlib.crc32(str(rec.get("id", n)).encode()), epoch
-                if n == 0:
-                    raise ClipBlipError("the training shards hold no samples for this rank")
-        it = itertools.islice(stream(), self.skip, None)
+        it = self._records()
         while True:
             yield list(itertools.islice(it, self.local))
 
 
 def loader(records, collate, *, global_batch: int, rank: int, world: int, start_batch: int, seed: int,
            workers: int = 0):
-    """An endless iterator of collated batches for this rank, from global batch `start_batch` on."""
-    if isinstance(records, IterableDataset) or not hasattr(records, "__getitem__"):
+    """An endless iterator of collated batches for this rank, from global batch `start_batch` on. `records` is a
+    map-style dataset, or for an iterable source a function open_at(skip) -> iterable of this rank's records."""
+    if callable(records):
         local = global_batch // world
-        ds = _Skipping(records, start_batch * local, local)
+        ds = _Stream(records, start_batch * local, local)
         return iter(DataLoader(ds, batch_size=None, collate_fn=collate, num_workers=workers))
     sampler = StepBatches(len(records), global_batch, rank, world, start_batch, seed)
     return iter(DataLoader(_Keyed(records), batch_sampler=sampler, collate_fn=collate, num_workers=workers,

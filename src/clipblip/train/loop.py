@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import checkpoint as native
 from .. import config as model_config
 from ..errors import ClipBlipError
-from . import checkpoint, distributed, objectives, optim
+from .. import distributed
+from . import checkpoint, objectives, optim
 from .config import TrainConfig
 from .data import Collate, loader
 from .logs import Logger
@@ -58,10 +60,15 @@ def open_records(cfg: TrainConfig, rank: int = 0, world: int = 1):
         from ..data.shapes_records import ShapesRecords
 
         return ShapesRecords("train", **cfg.shapes)
-    from ..data.readers import open_dataset
+    from ..data.readers import infer_format, open_dataset
 
-    return open_dataset(cfg.data, format=cfg.data_format, image_root=cfg.image_root, split=cfg.split,
-                        rank=rank, world_size=world)
+    if (cfg.data_format or infer_format(cfg.data)) == "webdataset":
+        # an iterable source: each rank reads its own shards, from a skip position on resume
+        return lambda skip: open_dataset(cfg.data, format="webdataset", rank=rank, world_size=world, start=skip)
+    records = open_dataset(cfg.data, format=cfg.data_format, image_root=cfg.image_root, split=cfg.split)
+    if records.rejects:
+        print(f"clipblip: {records.rejects.summary()}", file=sys.stderr)
+    return records
 
 
 def _clamp_temperature(model) -> None:

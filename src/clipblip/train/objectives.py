@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..errors import ClipBlipError
 from ..losses import contrastive_loss, hard_negatives, itc_distill_loss, itm_loss, lm_loss
 from ..nn import padding_mask
-from .distributed import gather, global_mean
+from ..distributed import gather, global_mean
 from .momentum import Momentum
 
 
