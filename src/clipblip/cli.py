@@ -317,12 +317,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
     _common(p, model=False)
     p.set_defaults(run=cmd_train, grad=True)
-    try:  # TEMP until the data commands land
-        from .data.cli import add_parsers
+    from .data.cli import add_parsers
 
-        add_parsers(sub)
-    except ImportError:
-        pass
+    add_parsers(sub)
     return ap
 
 

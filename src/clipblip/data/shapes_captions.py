@@ -10,7 +10,7 @@ negatives are minimal edits of those structures, kept only when the scene makes 
 
 from __future__ import annotations
 
-from .shapes_text import COLORS, NP, NUMBERS, OPPOSITE, PREFIXES, REL_WORDS, Caption, Clause, Truth, matches, related
+from .shapes_text import COLORS, NP, NUMBERS, OPPOSITE, PREFIXES, REL_WORDS, Caption, Clause, Truth, related
 
 
 def describe(o, rng, truth: Truth | None = None, unique_tries: int = 1) -> tuple:
@@ -39,7 +39,7 @@ def _list_nps(truth: Truth, rng, subset) -> list[NP]:
         n = truth.count(d)
         if rng.random() < (0.6 if n > 1 else 0.2):
             nps.append(NP(d, n, "a", "shape" if rng.random() < 0.3 else "object"))
-            covered.update(id(m) for m in truth.objects if matches(m, d))
+            covered.update(id(m) for m in truth.fits(d))
         else:
             nps.append(NP(d))
             covered.add(id(o))
@@ -107,7 +107,7 @@ def captions(truth: Truth, rng, k: int) -> list[Caption]:
 def _set_np(edits: dict, cap: Caption, slot, np: NP) -> dict:
     i, part = slot
     c = edits.get(i, cap.clauses[i])
-    edits[i] = c._replace(subject=np) if part == 0 else c._replace(obj=np)
+    edits[i] = Clause(np, c.rel, c.obj, c.verb, c.form) if part == 0 else Clause(c.subject, c.rel, np, c.verb, c.form)
     return edits
 
 
@@ -119,16 +119,17 @@ def _attribute_swaps(cap: Caption, rng, truth):
                 if a.d[k] and b.d[k] and a.d[k] != b.d[k]:
                     da, db = list(a.d), list(b.d)
                     da[k], db[k] = b.d[k], a.d[k]
-                    yield _set_np(_set_np({}, cap, s, a._replace(d=tuple(da))), cap, t, b._replace(d=tuple(db)))
+                    edits = _set_np({}, cap, s, NP(tuple(da), a.count, a.det, a.head))
+                    yield _set_np(edits, cap, t, NP(tuple(db), b.count, b.det, b.head))
 
 
 def _relation_swaps(cap: Caption, rng, truth):
     for i, c in enumerate(cap.clauses):
         if c.rel is not None:
             flip = OPPOSITE[c.rel]
-            a, b = c.subject, c.obj  # swapped, the two change places and the determiners stay ("the A ... a B")
-            edits = [c._replace(rel=flip, form=min(c.form, len(REL_WORDS[flip]) - 1)),
-                     c._replace(subject=b._replace(det=a.det), obj=a._replace(det=b.det))]
+            # each NP keeps its determiner: "the" marks a description only one object fits
+            edits = [Clause(c.subject, flip, c.obj, c.verb, min(c.form, len(REL_WORDS[flip]) - 1)),
+                     Clause(c.obj, c.rel, c.subject, c.verb, c.form)]
             for new in edits if rng.random() < 0.5 else edits[::-1]:
                 yield {i: new}
 
@@ -140,7 +141,7 @@ def _count_changes(cap: Caption, rng, truth):
         near = (np.count - 1, np.count + 1) if np.count is not None else (2, 1, 3)
         for m in near if rng.random() < 0.5 else near[::-1]:
             if 1 <= m < len(NUMBERS) and m != actual:
-                yield _set_np({}, cap, s, np._replace(count=m))
+                yield _set_np({}, cap, s, NP(np.d, m, np.det, np.head))
 
 
 def _color_changes(cap: Caption, rng, truth):
@@ -151,7 +152,7 @@ def _color_changes(cap: Caption, rng, truth):
             first = rng.randrange(len(COLORS))
             for c in COLORS[first:] + COLORS[:first]:
                 if c != np.d[1]:
-                    yield _set_np({}, cap, s, np._replace(d=(np.d[0], c, np.d[2])))
+                    yield _set_np({}, cap, s, NP((np.d[0], c, np.d[2]), np.count, np.det, np.head))
 
 
 NEGATIVE_TYPES = {"attribute_swap": _attribute_swaps, "relation_swap": _relation_swaps,
@@ -159,11 +160,18 @@ NEGATIVE_TYPES = {"attribute_swap": _attribute_swaps, "relation_swap": _relation
 
 
 def _acceptable(truth: Truth, edits: dict, forbid) -> bool:
-    clauses = edits.values()
-    if all(truth(f) for c in clauses for f in c.facts()):
-        return False
-    return not (forbid and any((np.d[1], np.d[2]) in forbid
-                               for c in clauses for np in (c.subject, c.obj) if np is not None))
+    """Is the edited caption false, and free of forbidden pairs? (the hot loop of sample(): kept flat)"""
+    false = False
+    for c in edits.values():
+        for f in c.facts():
+            if not truth(f):
+                false = True
+                break
+        if forbid:
+            for np in (c.subject, c.obj):
+                if np is not None and (np.d[1], np.d[2]) in forbid:
+                    return False
+    return false
 
 
 def negatives(truth: Truth, cap: Caption, rng, forbid=frozenset()) -> list[dict]:

@@ -94,15 +94,26 @@ def _shapes_blip_model() -> dict:
             "image": {"size": 64, "resize": "squash", "mean": [0.5] * 3, "std": [0.5] * 3}}
 
 
+_SHAPES_DATA = {"seed": 0, "n": 500000, "size": 64}  # ~2 epochs of 4000 x 256: nearly every scene new
+
+
 def _preset_shapes_clip() -> dict:
-    return {"objective": "clip", "model": _shapes_clip_model(), "steps": 3000, "batch_size": 128, "lr": 1e-3,
-            "warmup": 200, "weight_decay": 0.1, "eval_every": 500, "save_every": 250, "out": "runs/shapes-clip"}
+    return {"objective": "clip", "model": _shapes_clip_model(), "shapes": _SHAPES_DATA, "steps": 4000,
+            "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.1, "eval_every": 500,
+            "save_every": 250, "out": "runs/shapes-clip"}
 
 
 def _preset_shapes_blip() -> dict:
-    return {"objective": "blip-pretrain", "model": _shapes_blip_model(), "steps": 3000, "batch_size": 128,
-            "lr": 1e-3, "warmup": 200, "weight_decay": 0.05, "queue_size": 2048, "eval_every": 500,
-            "save_every": 250, "out": "runs/shapes-blip"}
+    return {"objective": "blip-pretrain", "model": _shapes_blip_model(), "shapes": _SHAPES_DATA, "steps": 4000,
+            "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.05, "queue_size": 4096,
+            "eval_every": 500, "save_every": 250, "out": "runs/shapes-blip"}
+
+
+def _preset_shapes_blip_vqa() -> dict:
+    """VQA fine-tuning of the pretrained shapes-blip (BLIP fine-tunes a separate VQA model the same way)."""
+    return {"objective": "vqa", "init": "runs/shapes-blip/model", "shapes": _SHAPES_DATA, "steps": 1500,
+            "batch_size": 128, "lr": 5e-4, "warmup": 100, "weight_decay": 0.05, "eval_every": 500,
+            "save_every": 250, "out": "runs/shapes-blip-vqa"}
 
 
 # ViT-B sized runs as the papers did them; documented, not run here (they need GPUs and a real corpus).
@@ -124,6 +135,7 @@ def _preset_blip_base_pretrain() -> dict:
 
 
 PRESETS = {"shapes-clip": _preset_shapes_clip, "shapes-blip": _preset_shapes_blip,
+           "shapes-blip-vqa": _preset_shapes_blip_vqa,
            "clip-vit-b-16": _preset_clip_vit_b_16, "blip-base-pretrain": _preset_blip_base_pretrain}
 
 

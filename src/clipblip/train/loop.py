@@ -47,7 +47,10 @@ def build_model(cfg: TrainConfig):
     if cfg.init:
         from .. import load
 
-        return load(cfg.init)
+        model = load(cfg.init)
+        if cfg.objective == "vqa" and getattr(model.config, "tie_decoder", False):
+            model = _untied(model)
+        return model
     if not cfg.model:
         raise ClipBlipError("no model: give `model` (a model config, as a preset does) or `init` (a checkpoint)")
     model = native.build(model_config.from_dict(cfg.model))
@@ -55,11 +58,23 @@ def build_model(cfg: TrainConfig):
     return model
 
 
+def _untied(model):
+    """A copy whose decoder has weights of its own. Pretraining shares the decoder's cross-attention and MLP
+    with the encoder; in VQA the encoder attends to the image and the decoder to the question, so BLIP
+    fine-tunes them apart, starting from the same values."""
+    import dataclasses
+
+    cfg = dataclasses.replace(model.config, tie_decoder=False)
+    untied = native.build(cfg)
+    untied.load_state_dict(model.state_dict())
+    return untied
+
+
 def open_records(cfg: TrainConfig, rank: int = 0, world: int = 1):
     if cfg.data == "shapes":
         from ..data.shapes_records import ShapesRecords
 
-        return ShapesRecords("train", **cfg.shapes)
+        return ShapesRecords("train", captions_only=cfg.objective != "vqa", **cfg.shapes)
     from ..data.readers import infer_format, open_dataset
 
     if (cfg.data_format or infer_format(cfg.data)) == "webdataset":
