@@ -20,7 +20,7 @@ cat $R/machine.txt
 train() {  # name, then arguments; wall time and exit code go to $R/NAME.done
     local name=$1; shift
     local t0=$(date +%s)
-    timeout "${LIMIT:-330}" $PY -m clipblip.cli train "$@" device=${DEVICE:-cuda} progress=false log_every=50 ${EXTRA:-} out=$R/$name \
+    timeout "${LIMIT:-300}" $PY -m clipblip.cli train "$@" device=${DEVICE:-cuda} progress=false log_every=50 ${EXTRA:-} out=$R/$name \
         > $R/$name.log 2>&1
     echo "rc=$? seconds=$(( $(date +%s) - t0 )) command=clipblip train $*" > $R/$name.done
     cat $R/$name.done
@@ -46,9 +46,9 @@ EOF
 best=$($PY $R/pick.py blip-lr1e-3 blip-lr5e-4)
 clip=$($PY $R/pick.py clip-lr1e-3 clip-lr5e-4)
 echo "VQA fine-tuning from $best"
-LIMIT=150 train blip-vqa --preset shapes-blip-vqa init=$R/$best/model workers=$((2 * W))
+LIMIT=120 train blip-vqa --preset shapes-blip-vqa init=$R/$best/model workers=$((2 * W))
 
-timeout 120 $PY bench/bench_train.py --gpu > $R/bench_train_gpu.md 2>$R/bench_train_gpu.err
+timeout 90 $PY bench/bench_train.py --gpu > $R/bench_train_gpu.md 2>$R/bench_train_gpu.err
 cat $R/bench_train_gpu.md
 for f in $R/*.done; do echo "$f: $(cat $f)"; done
 for d in $R/*/; do echo "$d: $(grep eval $d/metrics.jsonl | tail -1)"; done

@@ -1,0 +1,82 @@
+"""Objectives on tiny models: VQA and captioning run and learn, gradient checkpointing changes nothing, a model
+that cannot run an objective is refused up front, and training reads files written by the data commands."""
+
+import json
+
+import pytest
+import torch
+
+import clipblip
+import clipblip.cli
+from clipblip.errors import ClipBlipError
+from clipblip.train import objectives, resolve
+from clipblip.train.data import Collate
+from clipblip.train.loop import _untied, build_model
+from clipblip.data.shapes_records import ShapesRecords
+from conftest import RUN, TINY, run, train_cmd
+
+
+def tiny(preset, *more):
+    return build_model(resolve(preset, overrides=[*TINY[preset], *more])).train()
+
+
+def batch(model, kind, n=6):
+    records = ShapesRecords("train", n=n, size=32)
+    return Collate(model, kind)([(records[i], i, 0) for i in range(n)])
+
+
+def test_vqa_objective_learns_one_batch():
+    model = _untied(tiny("shapes-blip"))
+    assert model.text_decoder.blocks[0].xattn is not model.text_encoder.blocks[0].xattn
+    b = batch(model, "vqa")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss = objectives.vqa(model, b, objectives.Context(label_smoothing=0.0))["vqa"]
+        first = first if first is not None else float(loss.detach())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert float(loss.detach()) < 0.2 * first
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    model = tiny("shapes-blip")
+    b = batch(model, "blip")
+    results = []
+    for ckpt in (False, True):
+        for m in model.modules():
+            if hasattr(m, "grad_checkpointing"):
+                m.grad_checkpointing = ckpt
+        model.zero_grad()
+        loss = objectives.caption(model, b, objectives.Context())["lm"]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(results[0][0], results[1][0])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_objective_and_model_must_fit():
+    with pytest.raises(ClipBlipError, match="trains a CLIP model"):
+        objectives.check("clip", tiny("shapes-blip"))
+    with pytest.raises(ClipBlipError, match="unknown objective"):
+        objectives.check("mlm", tiny("shapes-blip"))
+    with pytest.raises(ClipBlipError, match="unknown training settings"):
+        resolve("shapes-clip", overrides=["learning_rate=1"])
+    with pytest.raises(ClipBlipError, match="unknown preset"):
+        resolve("shapes-gpt")
+
+
+def test_train_on_written_jsonl_skips_a_corrupt_image(tmp_path):
+    data = tmp_path / "data"
+    assert clipblip.cli.main(["data", "shapes", "--out", str(data), "--n", "12", "--size", "32"]) == 0
+    jsonl = data / "train.jsonl"
+    first = json.loads(jsonl.read_text().splitlines()[0])
+    (data / first["image"]).write_bytes(b"not a png")
+    out = tmp_path / "run"
+    run(train_cmd("shapes-clip", out, "steps=3", "batch_size=4", "save_every=0", f"data={jsonl}"))
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert rejects and rejects[0]["id"] == first["id"]
+    model = clipblip.load(out / "model")
+    assert model.tokenize(["a red circle."]).shape == (1, 32)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
