@@ -22,8 +22,25 @@ def _has_op(name: str) -> bool:
         return False
 
 
+def _load_compiled_ops() -> None:
+    """Where torchvision's extension matches torch (a CUDA machine's own build), load it: it defines the real ops,
+    and defining them here first would make its own registration abort the process."""
+    import glob
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("torchvision")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for lib in glob.glob(os.path.join(folder, "_C*.so")):
+            try:
+                torch.ops.load_library(lib)
+            except (OSError, RuntimeError):  # built for another torch: undefined symbols
+                pass
+
+
 def define_missing_ops() -> None:
     """conftest calls this first thing: transformers imports torchvision too, whenever it is installed."""
+    _load_compiled_ops()
     for name, schema in _SCHEMAS.items():
         if not _has_op(name):
             torch.library.define(f"torchvision::{name}", schema)

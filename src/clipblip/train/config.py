@@ -98,8 +98,8 @@ _SHAPES_DATA = {"seed": 0, "n": 500000, "size": 64}  # ~2 epochs of 4000 x 256: 
 
 
 def _preset_shapes_clip() -> dict:
-    return {"objective": "clip", "model": _shapes_clip_model(), "shapes": _SHAPES_DATA, "steps": 4000,
-            "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.1, "eval_every": 500,
+    return {"objective": "clip", "model": _shapes_clip_model(), "shapes": _SHAPES_DATA, "steps": 6000,
+            "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.1, "eval_every": 1000,
             "save_every": 250, "out": "runs/shapes-clip"}
 
 

@@ -37,9 +37,10 @@ class Momentum(nn.Module):
     @torch.no_grad()
     def update(self, model) -> None:
         """param_m = m * param_m + (1 - m) * param, as BLIP does before computing momentum features."""
-        for name in PARTS:
-            for pm, p in zip(self.parts[name].parameters(), getattr(model, name).parameters()):
-                pm.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
+        ema = [pm for name in PARTS for pm in self.parts[name].parameters()]
+        online = [p.detach() for name in PARTS for p in getattr(model, name).parameters()]
+        torch._foreach_mul_(ema, self.momentum)  # two kernels for all parameters instead of two per parameter
+        torch._foreach_add_(ema, online, alpha=1 - self.momentum)
 
     @torch.no_grad()
     def features(self, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
