@@ -53,8 +53,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)  # not used here; one thread so the machine line reads like the other benches
     print(f"machine: {machine()}")
-    print("| size | render (AA 2x) | render (no AA) | scene + render | sample train | sample web | text only |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| size | render (AA 2x) | render (no AA) | scene + render | sample train | captions only | sample web | text only |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         world = ShapesWorld(seed=0, image_size=size)
         scenes = [world.scene("train", i) for i in range(2000)]
@@ -62,6 +62,7 @@ def main() -> None:
                rate(lambda i: render(scenes[i % 2000], size, antialias=False), args.seconds),
                rate(lambda i: render(world.scene("train", i), size), args.seconds),
                rate(lambda i: world.sample("train", i), args.seconds),
+               rate(lambda i: world.sample("train", i, captions_only=True), args.seconds),
                rate(lambda i: world.sample("web", i), args.seconds),
                text_only_rate(world, args.seconds)]
         print(f"| {size} | " + " | ".join(f"{r:,.0f}/s" for r in row) + " |", flush=True)

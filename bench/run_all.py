@@ -6,6 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("bench_tokenizer.py", "bench_image.py", "bench_towers.py", "bench_blip.py"):
+for script in ("bench_tokenizer.py", "bench_image.py", "bench_towers.py", "bench_blip.py", "bench_train.py",
+               "bench_shapes.py"):
     print(f"\n## {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE.parent)
