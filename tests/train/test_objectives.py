@@ -80,3 +80,21 @@ def test_train_on_written_jsonl_skips_a_corrupt_image(tmp_path):
     model = clipblip.load(out / "model")
     assert model.tokenize(["a red circle."]).shape == (1, 32)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
+    """VQA's loss is a mean over questions, so two accumulated halves give the whole batch's gradient."""
+    from safetensors.torch import load_file
+
+    from clipblip.train import train
+
+    outs = {}
+    for name, more in (("whole", ["batch_size=8", "accum=1"]), ("halves", ["batch_size=4", "accum=2"])):
+        cfg = resolve("shapes-blip", overrides=[*TINY["shapes-blip"], *RUN, "objective=vqa", "steps=2",
+                                                "save_every=0", f"out={tmp_path / name}", *more])
+        outs[name] = load_file(train(cfg) / "model.safetensors")
+    start = tiny("shapes-blip").state_dict()
+    moved = [k for k in outs["whole"] if not torch.equal(outs["whole"][k], start[k])]
+    assert moved, "the runs did not train"
+    for k in outs["whole"]:
+        assert torch.allclose(outs["whole"][k], outs["halves"][k], atol=1e-5), k

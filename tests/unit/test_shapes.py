@@ -338,3 +338,17 @@ def test_cli_writes_images_and_jsonl(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["unchanged"] == 6  # rerun: same bytes, nothing rewritten
     with pytest.raises(ClipBlipError, match="--n"):
         _run_cli(["--out", str(tmp_path), "--n", "0"])
+
+
+def test_cli_writes_webdataset_shards(tmp_path):
+    import clipblip.cli
+    from clipblip.data.readers import open_dataset
+    from clipblip.data.shapes import ShapesWorld
+
+    assert clipblip.cli.main(["data", "shapes", "--out", str(tmp_path), "--n", "7", "--shards", "3", "--json"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["train-000000.tar", "train-000001.tar",
+                                                              "train-000002.tar"]
+    records = list(open_dataset(tmp_path))
+    world = ShapesWorld(seed=0)
+    assert [r["id"] for r in records] == [world.sample_id("train", i) for i in range(7)]
+    assert records[3]["captions"] == world.sample("train", 3)["captions"]

@@ -37,6 +37,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=int, default=0, help="first sample index")
     p.add_argument("--objects", type=int,
                    help="objects per image, e.g. 1 for a clean classification set (writes DIR/<split>_n<k>.jsonl)")
+    p.add_argument("--shards", type=int, metavar="SIZE",
+                   help="write webdataset shards of SIZE samples into DIR instead of PNGs + JSONL")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -72,6 +74,8 @@ def run(args) -> int:
         raise ClipBlipError(f"--start must be >= 0 (got {args.start})")
     world = ShapesWorld(seed=args.seed, image_size=args.size, captions_per_image=args.captions, noise=args.noise)
     out = Path(args.out)
+    if args.shards:
+        return _write_shards(args, world, out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     name = f"{args.split}_n{args.objects}.jsonl" if args.objects else f"{args.split}.jsonl"
     jsonl, tmp = out / name, out / (name + ".tmp")
@@ -93,4 +97,18 @@ def run(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"wrote {jsonl} ({args.n} images, {written} new or changed PNGs under {out / 'images'})")
+    return 0
+
+
+def _write_shards(args, world, out: Path) -> int:
+    """The same records as the JSONL, images inside the tars (resumable: see shards.write_shards)."""
+    from .shards import write_shards
+
+    samples = (world.sample(args.split, i, args.objects) for i in range(args.start, args.start + args.n))
+    records = ({**_record(s, None), "image": s["image"]} for s in samples)
+    meta = {"shapes": {k: getattr(args, k) for k in ("split", "seed", "size", "captions", "noise", "start", "n",
+                                                      "objects")}}
+    paths = write_shards(records, out, shard_size=args.shards, prefix=args.split, progress=not args.json, meta=meta)
+    result = {"shards": [str(p) for p in paths], "images": args.n, "split": args.split, "seed": args.seed}
+    print(json.dumps(result, indent=2) if args.json else f"wrote {len(paths)} shard(s) of {args.split} to {out}")
     return 0
