@@ -37,6 +37,13 @@ def load(source, *, arch: str | None = None):
 def _load_catalog(name: str):
     from . import catalog, checkpoint, hub
 
+    packaged = catalog.embedded(name)
+    if packaged is not None:
+        return checkpoint.load_dir(packaged)
+    if name in catalog.EMBEDDED:
+        raise ClipBlipError(f"the embedded model {name!r} is not in this installation (it has "
+                            f"{', '.join(n for n in catalog.EMBEDDED if catalog.embedded(n)) or 'none'}); "
+                            f"train it with `clipblip train --preset {name}` and pass the run's model/ folder")
     try:
         entry = catalog.get(name)
     except ClipBlipError as e:

@@ -9,6 +9,7 @@ openai/CLIP `clip/clip.py`, salesforce/BLIP `README.md`, `configs/*.yaml`, `conf
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ClipBlipError
 
@@ -283,3 +284,17 @@ def names(family: str | None = None) -> list[str]:
     if family is not None and family not in FAMILIES:
         raise ClipBlipError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}.")
     return [name for name, entry in CATALOG.items() if family is None or entry.family == family]
+
+
+# ---- embedded models ----------------------------------------------------------------------------------------------
+# Tiny models trained on the Shapes world, shipped inside the package (fp16, with a card.json saying how they
+# were trained and what they scored). The default of every command that needs a model.
+EMBEDDED_DIR = Path(__file__).parent / "weights"
+EMBEDDED = {"shapes-clip": "clip", "shapes-blip": "blip", "shapes-blip-vqa": "blip"}
+DEFAULT = {"clip": "shapes-clip", "blip": "shapes-blip", "vqa": "shapes-blip-vqa"}
+
+
+def embedded(name: str) -> Path | None:
+    """The packaged directory of an embedded model, or None (not a name of one, or not shipped in this build)."""
+    path = EMBEDDED_DIR / name
+    return path if name in EMBEDDED and (path / "config.json").is_file() else None

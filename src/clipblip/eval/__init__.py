@@ -1,0 +1,1 @@
+"""Evaluation: the metrics of the `clipblip compare` report (metrics.py), as plain functions."""

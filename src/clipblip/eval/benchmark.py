@@ -1,0 +1,145 @@
+"""Run the comparison: every section the given models and data allow, with progress, into one results dict;
+plus the cost of each family on this machine, the issue's targets and a few examples for the report."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..tasks.inputs import image_features, text_features
+from ..tasks.itm import image_tokens, itm_scores
+from . import compare as C
+from .shapes_eval import records, zero_shot
+
+TARGETS = (  # (name, target text, how to read the value from results, threshold)
+    ("CLIP zero-shot colour", ">= 95%", ("zero_shot", "clip", "color"), 0.95),
+    ("CLIP zero-shot shape", ">= 95%", ("zero_shot", "clip", "shape"), 0.95),
+    ("BLIP ITM on attribute swaps", ">= 90%", ("compositional", "blip_itm", "per_type", "attribute_swap"), 0.90),
+    ("VQA overall (generated answers)", ">= 85%", ("vqa", "blip", "generate", "overall"), 0.85),
+    ("caption facts true", ">= 90%", ("captioning", "blip", "facts_true"), 0.90),
+)
+
+
+def _get(results: dict, path):
+    for key in path:
+        if not isinstance(results, dict) or key not in results:
+            return None
+        results = results[key]
+    return results
+
+
+def targets(results: dict) -> list[dict]:
+    out = [{"name": n, "target": t, "value": _get(results, p), "met": None if _get(results, p) is None
+            else bool(_get(results, p) >= th)} for n, t, p, th in TARGETS]
+    clip = _get(results, ("compositional", "clip", "per_type", "attribute_swap"))
+    itm = _get(results, ("compositional", "blip_itm", "per_type", "attribute_swap"))
+    gap = None if clip is None or itm is None else itm - clip
+    out.append({"name": "BLIP ITM minus CLIP on attribute swaps", "target": ">= 15 points", "value": gap,
+                "met": None if gap is None else bool(gap >= 0.15)})
+    return out
+
+
+def _rate(fn, n: int, repeat: int = 2) -> float:
+    fn()  # warm-up
+    best = min(_timed(fn) for _ in range(repeat))
+    return n / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cost(model, recs: list[dict], blip: bool) -> dict:
+    """Parameters, throughput on this machine, and the process's peak RSS after the workload (MB)."""
+    images, texts = [r["image"] for r in recs[:64]], [c for r in recs[:64] for c in r["captions"]][:256]
+    seen = {id(p): p.numel() for p in model.parameters()}
+    out = {"params": int(sum(seen.values())),
+           "images_per_s": _rate(lambda: image_features(model, images, batch_size=64), len(images)),
+           "texts_per_s": _rate(lambda: text_features(model, texts), len(texts))}
+    if blip:
+        few = images[:16]
+        out["captions_per_s"] = _rate(lambda: list(C.generate_captions(model, few, C.GenerationConfig(
+            max_new_tokens=30, num_beams=3, eos_id=model.config.text.sep_id, pad_id=model.config.text.pad_id))),
+            len(few))
+        tokens = image_tokens(model, few)[0]
+        ids = model.tokenize(texts[:32], first="enc")
+        out["itm_pairs_per_s"] = _rate(lambda: itm_scores(model, tokens, ids), len(few) * len(ids))
+    if torch.cuda.is_available():
+        out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _shapes(n: int, seed: int) -> dict:
+    return {"test": records("test", n, seed), "single": records("test", n, seed, n_objects=1),
+            "heldout": records("test_heldout", n, seed)}
+
+
+def _steps(clip, blip, blip_vqa, data) -> list:
+    """(results path, function) for every section these models allow."""
+    steps = []
+    for name, model in (("clip", clip), ("blip_itc", blip)):
+        if model is None:
+            continue
+        steps += [(("zero_shot", name), lambda m=model: zero_shot(m, data["single"], data["test"])),
+                  (("retrieval", name), lambda m=model: C.retrieval(m, data["test"])),
+                  (("compositional", name), lambda m=model: C.compositional(m, data["test"])),
+                  (("heldout", name), lambda m=model: C.heldout(m, data["heldout"]))]
+    if blip is not None:
+        steps += [(("retrieval", "blip_itm"), lambda: C.retrieval_itm(blip, data["test"])),
+                  (("compositional", "blip_itm"), lambda: C.compositional_itm(blip, data["test"])),
+                  (("heldout", "blip_itm"), lambda: C.heldout(blip, data["heldout"], itm=True)),
+                  (("captioning", "blip"), lambda: C.captioning(blip, data["test"]))]
+    if blip_vqa is not None:
+        steps.append((("vqa", "blip"), lambda: C.vqa(blip_vqa, data["test"][: max(1, len(data["test"]) // 2)])))
+    for name, model in (("clip", clip), ("blip", blip)):
+        if model is not None:
+            steps.append((("cost", name), lambda m=model, b=name == "blip": cost(m, data["test"], b)))
+    return steps
+
+
+@torch.no_grad()
+def run(clip=None, blip=None, blip_vqa=None, *, n: int = 300, seed: int = 0, sources: dict | None = None,
+        command: str = "", progress: bool = True) -> tuple[dict, dict]:
+    """(results, extras): results as report.py reads them; extras holds per-item outputs for the examples."""
+    data = _shapes(n, seed)
+    results: dict = {}
+    extras: dict = {"data": data}
+    for path, fn in tqdm(_steps(clip, blip, blip_vqa, data), desc="compare", unit="section", disable=not progress):
+        value = fn()
+        if path[0] in ("captioning", "vqa"):  # per-item outputs go to the examples, not results.json
+            extras[path[0]] = value.pop("captions" if path[0] == "captioning" else "answers")
+        results.setdefault(path[0], {})[path[1]] = value
+    sources = sources or {}
+    results["meta"] = {"date": datetime.date.today().isoformat(), "command": command, "n_images": n,
+                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                       "data": f"Shapes test split (seed {seed}; {n} scenes, {n} single-object scenes, "
+                               f"{n} held-out-pair scenes)",
+                       "clip": sources.get("clip"), "blip": sources.get("blip")}
+    results["targets"] = targets(results)
+    return results, extras
+
+
+def examples(extras: dict, out: Path, k: int = 4) -> list[dict]:
+    """The first k test scenes: image (written under out/examples), truth, BLIP's caption and answers."""
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    recs = extras["data"]["test"][:k]
+    answers = iter(extras.get("vqa", []))
+    rows = []
+    for i, r in enumerate(recs):
+        rel = f"examples/{r['id']}.png"
+        r["image"].resize((128, 128)).save(out / rel)
+        qa = [{"question": q["question"], "truth": q["answer"], "answer": next(answers, None)} for q in r["vqa"]]
+        rows.append({"id": r["id"], "image": rel, "truth": r["caption"],
+                     "caption": extras["captioning"][i] if "captioning" in extras else None,
+                     "vqa": qa[:3] if "vqa" in extras else [], "retrieval": None})
+    return rows

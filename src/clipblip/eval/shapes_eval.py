@@ -1,0 +1,51 @@
+"""Evaluations on the Shapes world shared by training (val) and `clipblip compare` (test): zero-shot
+classification with prompt ensembles in the world's own grammar, and the splits' records."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.shapes import COLORS, NUMBERS, SHAPES
+from ..data.shapes_records import ShapesRecords
+from ..tasks.inputs import image_features, text_features
+from ..tasks.zeroshot import class_embeddings
+
+# Prompts in the world's own grammar (the shipped models read only its words). Colour labels bring their article.
+SHAPE_TEMPLATES = ("a {}.", "a picture of a {}.", "there is a {}.")
+COLOR_TEMPLATES = ("{} object.", "a picture of {} object.", "there is {} object.")
+COUNT_PROMPTS = tuple(f"there {'is' if n == 1 else 'are'} {NUMBERS[n]} object{'' if n == 1 else 's'}."
+                      for n in range(1, 5))
+
+
+def article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def records(split: str, n: int, seed: int = 0, size: int = 64, n_objects=None) -> list[dict]:
+    data = ShapesRecords(split, seed=seed, n=n, size=size, n_objects=n_objects)
+    return [data[i] for i in range(n)]
+
+
+def _accuracy(model, images, truth: list, classes: list, templates) -> float:
+    feats = image_features(model, images)[0]
+    pred = (feats @ class_embeddings(model, classes, templates).t()).argmax(1)
+    return float((pred == torch.tensor([classes.index(t) for t in truth])).float().mean())
+
+
+def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:
+    """Accuracy of zero-shot classification in the model's joint space: shape and colour on single-object
+    scenes, the object count on any scenes."""
+    counts = [COUNT_PROMPTS[s["labels"]["count"] - 1] for s in scenes]
+    return {"shape": _accuracy(model, [s["image"] for s in single], [s["labels"]["shape"] for s in single],
+                               list(SHAPES), SHAPE_TEMPLATES),
+            "color": _accuracy(model, [s["image"] for s in single],
+                               [article(s["labels"]["color"]) for s in single],
+                               [article(c) for c in COLORS], COLOR_TEMPLATES),
+            "count": _accuracy(model, [s["image"] for s in scenes], counts, list(COUNT_PROMPTS), ("{}",))}
+
+
+def recall_at_1(model, scenes: list[dict]) -> float:
+    """Text-to-image R@1 with each scene's first caption (the quick figure training logs)."""
+    img = image_features(model, [s["image"] for s in scenes])[0]
+    txt = text_features(model, [s["caption"] for s in scenes])
+    return float(((txt @ img.t()).argmax(1) == torch.arange(len(scenes))).float().mean())
