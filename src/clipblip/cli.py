@@ -59,7 +59,9 @@ def _report(result: dict, skipped, as_json: bool, lines) -> int:
 def cmd_models(args) -> int:
     from . import catalog, hub
 
-    rows = []
+    rows = [{"name": name, "family": family, "arch": "shapes", "hub_id": None, "format": "native",
+             "cached": True, "embedded": True} for name, family in catalog.EMBEDDED.items()
+            if catalog.embedded(name) and args.family in (None, family)]
     for name in catalog.names(args.family):
         e = catalog.get(name)
         rows.append({"name": name, "family": e.family, "arch": e.arch, "hub_id": e.hub_id, "format": e.format,
@@ -68,7 +70,8 @@ def cmd_models(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['name']:<48} {r['family']:<5} {r['hub_id'] or '-':<52} {'cached' if r['cached'] else ''}")
+            where = "embedded" if r.get("embedded") else "cached" if r["cached"] else ""
+            print(f"{r['name']:<48} {r['family']:<5} {r['hub_id'] or '-':<52} {where}")
     return 0
 
 
@@ -234,10 +237,55 @@ def cmd_train(args) -> int:
                    [f"trained {cfg.steps} steps; model in {path} (load it with clipblip.load)"])
 
 
-def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
+def _optional_model(source, default: str):
+    """A model from a source; None for "none" (compare one family alone), or for the default embedded model
+    where this build does not ship it (said on stderr)."""
+    from . import catalog, load
+
+    if source is None or str(source).lower() == "none":
+        return None
+    if source == default and catalog.embedded(default) is None:
+        print(f"clipblip: the embedded {default} is not shipped in this build; comparing without it",
+              file=sys.stderr)
+        return None
+    return load(source)
+
+
+def cmd_compare(args) -> int:
+    from .eval import benchmark
+    from .eval.report import summary_table, write_report
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    clip = _optional_model(args.clip, "shapes-clip")
+    blip = _optional_model(args.blip, "shapes-blip")
+    blip_vqa = _optional_model(args.blip_vqa, "shapes-blip-vqa")
+    if clip is None and blip is None:
+        raise ClipBlipError("nothing to compare: give --clip and/or --blip")
+    command = "clipblip " + " ".join(sys.argv[1:])
+    results, extras = benchmark.run(clip, blip, blip_vqa, data=args.data, n=args.n, seed=args.seed,
+                                    split=args.split, image_root=args.image_root, command=command,
+                                    sources={"clip": args.clip, "blip": args.blip}, progress=not args.json)
+    out = Path(args.out)
+    files = write_report(results, out, benchmark.examples(extras, out))
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))
+    else:
+        print(summary_table(results))
+        print(f"report: {files['html']}  (and {files['md']}, {files['json']})")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, model: str | None = "clip") -> None:
+    """Shared options; `model` is the family whose embedded model is the default (None: no --model)."""
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     if model:
-        p.add_argument("--model", "-m", required=True, help="checkpoint path, directory, or catalog name")
+        from .catalog import DEFAULT
+
+        p.add_argument("--model", "-m", default=DEFAULT[model],
+                       help=f"checkpoint path, directory, or catalog name (default: the embedded {DEFAULT[model]})")
         p.add_argument("--arch", help="architecture of a bare open_clip file, e.g. ViT-B-32")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -249,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the catalog of known releases")
     p.add_argument("--family", choices=["clip", "blip"])
-    _common(p, model=False)
+    _common(p, model=None)
     p.set_defaults(run=cmd_models)
     p = sub.add_parser("embed", help="embed images and/or texts to .safetensors or .npy")
     p.add_argument("--images", nargs="+", help="image files or directories")
@@ -283,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int)
     p.add_argument("--prompt", help="e.g. 'a picture of ' (left out of the output)")
-    _common(p)
+    _common(p, model="blip")
     p.set_defaults(run=cmd_caption)
     p = sub.add_parser("ask", help="BLIP: answer a question about an image")
     p.add_argument("image")
@@ -292,12 +340,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--answers-file", help="one candidate answer per line")
     p.add_argument("--beams", type=int, default=3)
     p.add_argument("--top-k", type=int, default=5)
-    _common(p)
+    _common(p, model="vqa")
     p.set_defaults(run=cmd_ask)
     p = sub.add_parser("match", help="BLIP: image-text matching probability")
     p.add_argument("image")
     p.add_argument("texts", nargs="+")
-    _common(p)
+    _common(p, model="blip")
     p.set_defaults(run=cmd_match)
     p = sub.add_parser("convert", help="write a checkpoint in the native (or Hugging Face) format")
     p.add_argument("source")
@@ -307,15 +355,29 @@ def parser() -> argparse.ArgumentParser:
                    help="BLIP to HF: the heads to export (decoder: captioning; encoder itc itm: retrieval; "
                         "encoder decoder: VQA)")
     p.add_argument("--arch", help="architecture of a bare open_clip file")
-    _common(p, model=False)
+    _common(p, model=None)
     p.set_defaults(run=cmd_convert)
+    p = sub.add_parser("compare", help="CLIP vs BLIP on the same data: report.md, report.html, results.json")
+    p.add_argument("--clip", default="shapes-clip", help="CLIP source (default: the embedded shapes-clip; none)")
+    p.add_argument("--blip", default="shapes-blip", help="BLIP source (default: the embedded shapes-blip; none)")
+    p.add_argument("--blip-vqa", default="shapes-blip-vqa", help="BLIP VQA source (default: shapes-blip-vqa; none)")
+    p.add_argument("--data", default="shapes", help="shapes (the generated test splits), or a caption or VQA "
+                   "dataset: COCO Karpathy JSON, CSV, JSONL, VQA JSON, folder (retrieval, captioning, VQA)")
+    p.add_argument("--split", help="the split of a COCO Karpathy file (default: all of it)")
+    p.add_argument("--image-root", help="where a dataset's relative image paths start")
+    p.add_argument("--n", type=int, default=300, help="scenes per Shapes split, or records of a dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--threads", type=int, default=0)
+    _common(p, model=None)
+    p.set_defaults(run=cmd_compare)
     p = sub.add_parser("train", help="train CLIP or BLIP (any objective; under torchrun for several processes)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings over the preset or file, e.g. "
                    "steps=500 lr=1e-3 model.vision.layers=6 data=train.csv")
     p.add_argument("--preset", help="shapes-clip, shapes-blip, clip-vit-b-16, blip-base-pretrain")
     p.add_argument("--config", help="a JSON training config")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
-    _common(p, model=False)
+    _common(p, model=None)
     p.set_defaults(run=cmd_train, grad=True)
     from .data.cli import add_parsers
 

@@ -1,6 +1,7 @@
-"""`make demo` (until the trained Shapes models ship): the checkpoint path and the applications, end to end.
+"""`make demo`: the checkpoint path and the applications end to end, then `clipblip compare` with the embedded
+models trained on the Shapes world (runs/demo/compare/report.html).
 
-The weights are random, so the labels and captions it prints mean nothing; what it shows is real: a model written
+Steps 1-9 use random weights, so the labels and captions they print mean nothing; what they show is real: a model written
 in the Hugging Face CLIPModel layout is loaded, converted to the native format and back, and used for zero-shot
 classification and text-to-image search over a folder of generated images; then a BLIP with every head captions,
 answers and matches the same images.
@@ -64,6 +65,12 @@ def main() -> None:
     hits = clipblip.text_to_image(again, ["a green square"], feats, top_k=3)[0]
     print("5. search 'a green square': " + ", ".join(f"{paths[i].name} {s:.3f}" for i, s in hits))
     _blip_part(out, paths)
+    print("10. clipblip compare with the embedded Shapes models (CLIP vs BLIP on the same test splits):")
+    from clipblip.cli import main as cli
+
+    code = cli(["compare", "--n", "200", "--out", str(out / "compare")])
+    if code != 0:
+        raise SystemExit(code)
     print(f"Try the CLI on them: clipblip classify {out / 'images'} --labels 'red circle' 'blue square' "
           f"-m {out / 'clip-random'}")
 

@@ -14,6 +14,8 @@ from tqdm import tqdm
 
 from ..tasks.inputs import image_features, text_features
 from ..tasks.itm import image_tokens, itm_scores
+from ..data.shapes import ANSWERS
+from ..errors import ClipBlipError
 from . import compare as C
 from .shapes_eval import records, zero_shot
 
@@ -100,30 +102,66 @@ def _steps(clip, blip, blip_vqa, data) -> list:
                   (("heldout", "blip_itm"), lambda: C.heldout(blip, data["heldout"], itm=True)),
                   (("captioning", "blip"), lambda: C.captioning(blip, data["test"]))]
     if blip_vqa is not None:
-        steps.append((("vqa", "blip"), lambda: C.vqa(blip_vqa, data["test"][: max(1, len(data["test"]) // 2)])))
+        half = data["test"][: max(1, len(data["test"]) // 2)]
+        steps.append((("vqa", "blip"), lambda: C.vqa(blip_vqa, C.shapes_questions(half), list(ANSWERS))))
     for name, model in (("clip", clip), ("blip", blip)):
         if model is not None:
             steps.append((("cost", name), lambda m=model, b=name == "blip": cost(m, data["test"], b)))
     return steps
 
 
+def _files(source: str, n: int, split=None, image_root=None) -> dict:
+    """Up to n decodable records of a dataset file (COCO Karpathy, CSV, JSONL, VQA...); bad images skipped."""
+    from ..data.readers import decode, open_dataset
+    from ..data.rejects import Rejects
+
+    ds, rejects, recs = open_dataset(source, split=split, image_root=image_root), Rejects(), []
+    for i in range(len(ds)):
+        if len(recs) == n:
+            break
+        rec = decode(ds[i], rejects)
+        if rec is not None:
+            recs.append(rec)
+    if not recs:
+        raise ClipBlipError(f"{source}: no readable image among its records ({rejects.summary()})")
+    return {"test": recs}
+
+
+def _file_steps(clip, blip, blip_vqa, data) -> list:
+    """Caption data: retrieval and captioning; VQA data: VQA. What needs Shapes' labels is left out."""
+    recs = data["test"]
+    if "question" in recs[0]:
+        model = blip_vqa or blip
+        return [] if model is None else [(("vqa", "blip"), lambda: C.vqa(model, recs))]
+    steps = [(("retrieval", name), lambda m=m: C.retrieval(m, recs))
+             for name, m in (("clip", clip), ("blip_itc", blip)) if m is not None]
+    if blip is not None:
+        steps += [(("retrieval", "blip_itm"), lambda: C.retrieval_itm(blip, recs)),
+                  (("captioning", "blip"), lambda: C.captioning(blip, recs))]
+    return steps
+
+
 @torch.no_grad()
-def run(clip=None, blip=None, blip_vqa=None, *, n: int = 300, seed: int = 0, sources: dict | None = None,
-        command: str = "", progress: bool = True) -> tuple[dict, dict]:
-    """(results, extras): results as report.py reads them; extras holds per-item outputs for the examples."""
-    data = _shapes(n, seed)
+def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 300, seed: int = 0,
+        split=None, image_root=None, sources: dict | None = None, command: str = "",
+        progress: bool = True) -> tuple[dict, dict]:
+    """(results, extras): results as report.py reads them; extras holds per-item outputs for the examples.
+    `data`: "shapes" (the generated test splits) or a dataset file that clipblip.data reads."""
+    records = _shapes(n, seed) if data == "shapes" else _files(data, n, split, image_root)
+    steps = (_steps if data == "shapes" else _file_steps)(clip, blip, blip_vqa, records)
     results: dict = {}
-    extras: dict = {"data": data}
-    for path, fn in tqdm(_steps(clip, blip, blip_vqa, data), desc="compare", unit="section", disable=not progress):
+    extras: dict = {"data": records}
+    for path, fn in tqdm(steps, desc="compare", unit="section", disable=not progress):
         value = fn()
         if path[0] in ("captioning", "vqa"):  # per-item outputs go to the examples, not results.json
             extras[path[0]] = value.pop("captions" if path[0] == "captioning" else "answers")
         results.setdefault(path[0], {})[path[1]] = value
     sources = sources or {}
-    results["meta"] = {"date": datetime.date.today().isoformat(), "command": command, "n_images": n,
+    described = (f"Shapes test split (seed {seed}; {n} scenes, {n} single-object scenes, {n} held-out-pair "
+                 "scenes)" if data == "shapes" else f"{data} ({len(records['test'])} records)")
+    results["meta"] = {"date": datetime.date.today().isoformat(), "command": command,
+                       "n_images": len(records["test"]), "data": described,
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-                       "data": f"Shapes test split (seed {seed}; {n} scenes, {n} single-object scenes, "
-                               f"{n} held-out-pair scenes)",
                        "clip": sources.get("clip"), "blip": sources.get("blip")}
     results["targets"] = targets(results)
     return results, extras
@@ -136,10 +174,11 @@ def examples(extras: dict, out: Path, k: int = 4) -> list[dict]:
     answers = iter(extras.get("vqa", []))
     rows = []
     for i, r in enumerate(recs):
-        rel = f"examples/{r['id']}.png"
+        rel = f"examples/example-{i}.png"
         r["image"].resize((128, 128)).save(out / rel)
-        qa = [{"question": q["question"], "truth": q["answer"], "answer": next(answers, None)} for q in r["vqa"]]
-        rows.append({"id": r["id"], "image": rel, "truth": r["caption"],
+        qa = [{"question": q["question"], "truth": q["answer"], "answer": next(answers, None)}
+              for q in r.get("vqa", [])]
+        rows.append({"id": r["id"], "image": rel, "truth": r.get("caption") or r.get("question"),
                      "caption": extras["captioning"][i] if "captioning" in extras else None,
                      "vqa": qa[:3] if "vqa" in extras else [], "retrieval": None})
     return rows

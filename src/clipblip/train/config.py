@@ -39,6 +39,7 @@ class TrainConfig:
     queue_size: int = 4096             # BLIP: ITC feature queue
     alpha: float = 0.4                 # BLIP: distillation weight, ramped up over the warmup
     label_smoothing: float = 0.1       # BLIP: LM loss
+    temp_lr_scale: float = 1.0         # BLIP: learning-rate factor of the ITC temperature (see optim.adamw)
     grad_checkpointing: bool = False
     precision: str = "auto"            # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
@@ -106,6 +107,7 @@ def _preset_shapes_clip() -> dict:
 def _preset_shapes_blip() -> dict:
     return {"objective": "blip-pretrain", "model": _shapes_blip_model(), "shapes": _SHAPES_DATA, "steps": 4000,
             "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.05, "queue_size": 4096,
+            "temp_lr_scale": 0.05,
             "eval_every": 500, "save_every": 250, "out": "runs/shapes-blip"}
 
 

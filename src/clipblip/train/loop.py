@@ -123,7 +123,7 @@ class Trainer:
         self.runner = runner if self.env.world == 1 else DistributedDataParallel(
             runner, find_unused_parameters=cfg.objective in ("caption", "vqa", "retrieval"))
         self.ctx_holder = runner
-        self.optimizer = optim.adamw(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
+        self.optimizer = optim.adamw(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, cfg.temp_lr_scale)
         self.step = 0
         if resume:
             self._restore()
