@@ -267,7 +267,9 @@ def cmd_compare(args) -> int:
     command = "clipblip " + " ".join(sys.argv[1:])
     results, extras = benchmark.run(clip, blip, blip_vqa, data=args.data, n=args.n, seed=args.seed,
                                     split=args.split, image_root=args.image_root, command=command,
-                                    sources={"clip": args.clip, "blip": args.blip}, progress=not args.json)
+                                    sources={"clip": args.clip if clip is not None else None,
+                                             "blip": args.blip if blip is not None else None},
+                                    progress=not args.json)
     out = Path(args.out)
     files = write_report(results, out, benchmark.examples(extras, out))
     if args.json:

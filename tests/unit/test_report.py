@@ -1,0 +1,216 @@
+"""The compare report writer: every number shown, sections omitted when absent, verdicts by rule, safe HTML."""
+
+import copy
+import html
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from clipblip.eval import report
+
+EDITS = {"attribute_swap": 0.712, "relation_swap": 0.634, "count_change": 0.556, "color_change": 0.823}
+
+
+def _results():
+    def retr(a):  # distinct recalls per path so a swapped cell would be caught
+        return {"t2i": {"r1": a, "r5": a + 0.101, "r10": a + 0.152}, "i2t": {"r1": a + 0.013, "r5": a + 0.114,
+                                                                            "r10": a + 0.163}}
+    return {
+        "meta": {"date": "2025-01-02", "machine": "2-core test box", "data": "shapes-val", "clip": "clip-tiny",
+                 "blip": "blip-tiny", "command": "clipblip compare --data shapes-val", "n_images": 321},
+        "zero_shot": {"clip": {"shape": 0.987, "color": 0.912, "count": 0.645},
+                      "blip_itc": {"shape": 0.943, "color": 0.881, "count": 0.602}},
+        "retrieval": {"clip": retr(0.401), "blip_itc": retr(0.422), "blip_itm": retr(0.503)},
+        "compositional": {"clip": {"all": 0.581, "per_type": {k: v - 0.111 for k, v in EDITS.items()}, "n": 400},
+                          "blip_itc": {"all": 0.597, "per_type": {k: v - 0.052 for k, v in EDITS.items()}, "n": 401},
+                          "blip_itm": {"all": 0.768, "per_type": EDITS, "n": 402}},
+        "heldout": {"clip": {"compositional": 0.533, "t2i_r1": 0.217},
+                    "blip_itc": {"compositional": 0.548, "t2i_r1": 0.228},
+                    "blip_itm": {"compositional": 0.691, "t2i_r1": 0.319}},
+        "captioning": {"blip": {"bleu4": 0.345, "cider": 1.234, "facts_true": 0.876, "objects_mentioned": 0.931,
+                                "n": 123}},
+        "vqa": {"blip": {"generate": {"overall": 0.734, "per_type": {"color": 0.812, "count": 0.533}, "n": 210},
+                         "rank": {"overall": 0.788, "per_type": {"color": 0.845, "count": 0.612}, "n": 211}}},
+        "cost": {"clip": {"params": 151_277_313, "images_per_s": 812.4, "texts_per_s": 2034.7,
+                          "peak_memory_mb": 612.5},
+                 "blip": {"params": 223_971_644, "images_per_s": 301.2, "texts_per_s": 1502.3,
+                          "captions_per_s": 12.6, "itm_pairs_per_s": 95.1, "peak_memory_mb": 1432.8}},
+        "targets": [{"name": "BLIP ITM beats CLIP on the probe", "target": "≥ 70%", "value": 0.768, "met": True},
+                    {"name": "CLIP encodes fast", "target": "> 1000 images/s", "value": 812.4, "met": False},
+                    {"name": "ITM minus CLIP", "target": ">= 15 points", "value": 0.187, "met": True},
+                    {"name": "VQA on real data", "target": "≥ 60%", "value": None, "met": None}],
+        "examples": [{"id": "img7", "image": "examples/img7.png", "truth": "a red square left of a blue circle",
+                      "caption": "a red square and <script>alert(1)</script> a circle",
+                      "vqa": [{"question": "what color is the square?", "answer": "red", "truth": "red"}],
+                      "retrieval": {"query": "a red square", "top": ["img7", "img3", "img9"]}}],
+    }
+
+
+def _expected(key, v):
+    """The report's formatting, restated independently: fractions as percentages with one decimal."""
+    if key in ("n", "n_images"):
+        return str(v)
+    if key == "bleu4":
+        return f"{100 * v:.1f}"
+    if key == "cider":
+        return f"{v:.3f}"
+    if key == "params":
+        return f"{v / 1e6:.1f}M"
+    if key == "peak_memory_mb":
+        return f"{v:.1f} MB"
+    if key.endswith("_per_s"):
+        return f"{v:.1f}/s"
+    return f"{100 * v:.1f}%"
+
+
+def _numbers(d, key=""):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _numbers(v, k)
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        yield key, d
+
+
+def _write(tmp_path, results):
+    (tmp_path / "examples").mkdir(exist_ok=True)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "examples" / "img7.png")
+    return report.write_report(results, tmp_path)
+
+
+@pytest.fixture
+def written(tmp_path):
+    results = _results()
+    paths = _write(tmp_path, results)
+    return results, paths, paths["md"].read_text(), paths["html"].read_text()
+
+
+def test_every_section_heading_is_in_both_documents(written):
+    _, _, md, page = written
+    for title in [report.TITLE, *report.SECTIONS.values()]:
+        assert title in md
+        assert html.escape(title) in page
+
+
+def test_every_number_of_results_appears_formatted(written):
+    results, _, md, _ = written
+    for section in ("meta", "zero_shot", "retrieval", "compositional", "heldout", "captioning", "vqa", "cost"):
+        for key, v in _numbers(results[section]):
+            assert _expected(key, v) in md, (section, key, v)
+    assert "98.7%" in md and "34.5" in md and "1.234" in md and "151.3M" in md
+    assert "| 76.8% | met |" in md and "| 812.4 | missed |" in md  # "%" goal -> percentage, else plain
+    assert "| 18.7% | met |" in md and "| — | not measured |" in md  # "points" is a percentage too
+
+
+def test_html_is_self_contained_and_embeds_images(written):
+    _, paths, _, page = written
+    assert 'src="http' not in page and "href=" not in page and "<link" not in page
+    assert "@import" not in page and "url(" not in page
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == 1 + len([k for k in paths if k.startswith("plot")])
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+def test_caption_with_script_is_escaped(written):
+    _, _, md, page = written
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "\\<script>" in md and not re.search(r"(?<!\\)<script>", md)  # backslash-escaped in markdown
+
+
+def test_results_json_round_trips(written):
+    results, paths, _, _ = written
+    assert json.loads(paths["json"].read_text()) == results
+
+
+def test_plots_exist_and_are_pngs(written):
+    _, paths, md, _ = written
+    for name in ("plot_tasks", "plot_compositional"):
+        with Image.open(paths[name]) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+        assert f"]({paths[name].name})" in md
+    assert "](examples/img7.png)" in md
+
+
+def test_examples_section_shows_caption_vqa_and_retrieval(written):
+    _, _, md, _ = written
+    assert "a red square left of a blue circle" in md
+    assert "red (truth: red) ✓" in md
+    assert "img7, img3, img9" in md
+
+
+def test_clip_only_results_omit_blip_sections(tmp_path):
+    full = _results()
+    results = {"meta": {**full["meta"], "blip": None}}
+    for task in ("zero_shot", "retrieval", "compositional", "heldout", "cost"):
+        results[task] = {"clip": full[task]["clip"]}
+    paths = _write(tmp_path, results)
+    md = paths["md"].read_text()
+    for section in ("captioning", "vqa", "examples", "targets"):
+        assert "## " + report.SECTIONS[section] not in md
+    assert "## " + report.SECTIONS["zero_shot"] in md
+    assert "| BLIP ITC |" not in md and "| BLIP ITM rerank |" not in md
+    assert "BLIP: none" in md
+    assert all(c["verdict"] == "not measured" for c in report.evaluate_claims(results))
+    zero_shot = _claim(results, "zero-shot")
+    assert zero_shot["clip"] == "98.7% / 91.2% / 64.5%" and zero_shot["blip"] == "not measured"
+    assert "not measured" in md
+    with Image.open(paths["plot_compositional"]) as im:
+        assert im.format == "PNG"
+    assert "BLIP" in report.summary_table(results).splitlines()[0]
+
+
+def _claim(results, words):
+    return next(c for c in report.evaluate_claims(results) if words in c["claim"])
+
+
+def test_verdict_follows_the_numbers():
+    results = _results()
+    probe = "compositional hard negatives"
+    assert _claim(results, probe)["verdict"] == "supported"  # BLIP ITM 76.8 > CLIP 58.1
+    results["compositional"]["clip"]["all"] = 0.9
+    assert _claim(results, probe)["verdict"] == "not supported"
+    results["compositional"]["clip"]["all"] = 0.768  # a tie is not "higher"
+    assert _claim(results, probe)["verdict"] == "not supported"
+
+    edits = "every kind of edit"
+    assert _claim(results, edits)["verdict"] == "supported"
+    results["compositional"]["clip"]["per_type"]["count_change"] = 0.99
+    assert _claim(results, edits)["verdict"] == "mixed"
+
+    assert _claim(results, "zero-shot")["verdict"] == "supported"  # CLIP higher on each label kind
+    assert _claim(results, "bigger model")["verdict"] == "supported"
+    assert _claim(results, "generates captions")["verdict"] == "supported"
+    assert _claim(results, "generates captions")["clip"].startswith("cannot")
+
+
+def test_claims_without_numbers_say_not_measured():
+    results = _results()
+    del results["compositional"]["blip_itm"]
+    row = _claim(results, "compositional hard negatives")
+    assert row["verdict"] == "not measured" and row["blip"] == "not measured"
+    assert _claim(results, "CapFilt")["verdict"] == "not measured"  # compare does not measure CapFilt
+    del results["vqa"]
+    assert _claim(results, "answers visual questions")["verdict"] == "not measured"
+
+
+def test_summary_table_has_key_numbers():
+    text = report.summary_table(_results())
+    lines = text.splitlines()
+    assert lines[0].split() == ["measure", "CLIP", "BLIP"]
+    assert len({len(line) for line in lines}) == 1  # aligned columns
+    for needle in ("98.7%", "94.3%", "50.3%", "76.8%", "73.4%", "812.4/s", "224.0M"):
+        assert needle in text
+
+
+def test_meta_is_required(tmp_path):
+    with pytest.raises(ValueError, match="meta"):
+        report.write_report({}, tmp_path)
+
+
+def test_copy_is_not_mutated(tmp_path):
+    results = _results()
+    before = copy.deepcopy(results)
+    _write(tmp_path, results)
+    assert results == before
