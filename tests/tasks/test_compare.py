@@ -62,5 +62,5 @@ def tiny_shapes_blip():
 
     overrides = ["model.vision.width=32", "model.vision.layers=1", "model.vision.heads=2",
                  "model.vision.mlp_dim=64", "model.embed_dim=16", "model.text.width=32", "model.text.layers=1",
-                 "model.text.heads=2", "model.text.mlp_dim=64", "model.text.cross_width=32"]
+                 "model.text.heads=2", "model.text.mlp_dim=64", "model.text.cross_width=32", "init_vision=null"]
     return build_model(resolve("shapes-blip", overrides=overrides)).eval()

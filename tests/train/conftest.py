@@ -14,7 +14,7 @@ TINY = {
                                   "model.text.output_dim=16"],
     "shapes-blip": TINY_VISION + ["model.embed_dim=16", "model.text.width=32", "model.text.layers=1",
                                   "model.text.heads=2", "model.text.mlp_dim=64", "model.text.cross_width=32",
-                                  "queue_size=48"],
+                                  "queue_size=48", "init_vision=null"],
 }
 RUN = ["eval_n=0", "progress=false", "log_every=1", "shapes.n=256", "warmup=2", "lr=2e-3"]
 

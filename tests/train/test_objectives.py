@@ -98,3 +98,13 @@ def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
     assert moved, "the runs did not train"
     for k in outs["whole"]:
         assert torch.allclose(outs["whole"][k], outs["halves"][k], atol=1e-5), k
+
+
+def test_init_vision_copies_the_image_tower(tmp_path):
+    clip = tiny("shapes-clip")
+    clipblip.save(clip, tmp_path / "clip")
+    blip = tiny("shapes-blip", f"init_vision={tmp_path / 'clip'}")
+    assert torch.equal(blip.visual.blocks[0].attn.qkv.weight, clip.visual.blocks[0].attn.qkv.weight)
+    assert blip.visual.proj is None  # BLIP's tower has no projection of CLIP's
+    with pytest.raises(ClipBlipError, match="does not fit"):
+        tiny("shapes-blip", "model.vision.patch_bias=true", f"init_vision={tmp_path / 'clip'}")

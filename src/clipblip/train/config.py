@@ -20,6 +20,7 @@ class TrainConfig:
     objective: str = "clip"            # clip | blip-pretrain | retrieval | caption | vqa
     model: dict = field(default_factory=dict)  # a model config (config.json layout) for a fresh model ...
     init: str | None = None            # ... or a checkpoint to start from (anything clipblip.load reads)
+    init_vision: str | None = None     # a checkpoint whose image tower starts a fresh model's (BLIP's pretrained ViT)
     data: str = "shapes"               # "shapes" (generated in memory) or a dataset path (see clipblip.data)
     data_format: str | None = None
     image_root: str | None = None
@@ -89,7 +90,8 @@ def _shapes_blip_model() -> dict:
 
     vocab = full_vocab(VOCAB, BERT_SPECIALS)
     return {"family": "blip", "embed_dim": 128, "tie_decoder": True,
-            "vision": {**_tiny_vision(), "norm_pre": False, "patch_bias": True, "output_dim": None},
+            # the same tower as shapes-clip's (ln_pre, no patch bias), so it can start from it
+            "vision": {**_tiny_vision(), "norm_pre": True, "patch_bias": False, "output_dim": None},
             "text": {"width": 128, "heads": 4, "layers": 4, "mlp_dim": 512, "max_positions": 32, "max_length": 32,
                      "cross_width": 128, "norm_eps": 1e-12, "vocab": list(vocab), **bert_ids(vocab)},
             "image": {"size": 64, "resize": "squash", "mean": [0.5] * 3, "std": [0.5] * 3}}
@@ -105,7 +107,10 @@ def _preset_shapes_clip() -> dict:
 
 
 def _preset_shapes_blip() -> dict:
-    return {"objective": "blip-pretrain", "model": _shapes_blip_model(), "shapes": _SHAPES_DATA, "steps": 4000,
+    """BLIP starts its ViT from an ImageNet model; here from the embedded shapes-clip's image tower. From
+    scratch, BLIP's momentum-key ITC barely moves: the keys (an EMA of a random network) are all alike."""
+    return {"objective": "blip-pretrain", "model": _shapes_blip_model(), "init_vision": "shapes-clip",
+            "shapes": _SHAPES_DATA, "steps": 4000,
             "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.05, "queue_size": 4096,
             "temp_lr_scale": 0.05,
             "eval_every": 500, "save_every": 250, "out": "runs/shapes-blip"}

@@ -55,7 +55,23 @@ def build_model(cfg: TrainConfig):
         raise ClipBlipError("no model: give `model` (a model config, as a preset does) or `init` (a checkpoint)")
     model = native.build(model_config.from_dict(cfg.model))
     optim.init_weights(model)
+    if cfg.init_vision:
+        _load_vision(model, cfg.init_vision)
     return model
+
+
+def _load_vision(model, source: str) -> None:
+    """Copy the image tower of `source` into `model` (its projection excepted: each model has its own)."""
+    from .. import load
+
+    donor = load(source).visual.state_dict()
+    own = model.visual.state_dict()
+    keys = [k for k in own if not k.startswith("proj")]
+    bad = [k for k in keys if k not in donor or donor[k].shape != own[k].shape]
+    if bad:
+        raise ClipBlipError(f"init_vision={source}: its image tower does not fit this model's ({', '.join(bad[:5])}); "
+                            "give both the same vision config")
+    model.visual.load_state_dict({k: donor[k] for k in keys}, strict=False)
 
 
 def _untied(model):
