@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, required=True, help="wall time of the training run")
     ap.add_argument("--command", required=True)
     ap.add_argument("--cpu-samples-per-s", type=float, help="measured training rate on the 2-core CPU")
+    ap.add_argument("--cpu-how", default="measured step rate of this model on the 2-core CPU x the preset's samples",
+                    help="how the CPU rate was measured")
     args = ap.parse_args()
     run = Path(args.run)
     cfg = json.loads((run / "train_config.json").read_text())
@@ -53,7 +55,7 @@ def main() -> int:
     if args.cpu_samples_per_s:
         card["cpu_2core_estimate"] = {"samples_per_s": args.cpu_samples_per_s,
                                       "hours": round(samples / args.cpu_samples_per_s / 3600, 1),
-                                      "how": "measured step rate of this preset on the 2-core CPU x samples"}
+                                      "how": args.cpu_how}
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {out}: {sum(f.stat().st_size for f in out.iterdir()) / 2**20:.1f} MB")
     return 0
