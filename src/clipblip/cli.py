@@ -215,71 +215,6 @@ def cmd_convert(args) -> int:
     return _report({"output": str(out), "format": args.to}, Skipped(), args.json, [f"wrote {args.to} model to {out}"])
 
 
-def cmd_train(args) -> int:
-    from .tasks.inputs import Skipped
-    from .train import resolve, train
-    from .train.config import TrainConfig, apply_overrides
-
-    if args.resume:
-        saved = Path(args.resume) / "train_config.json"
-        if not saved.is_file():
-            raise ClipBlipError(f"{args.resume} is not a training run (no train_config.json); give the run's out "
-                                "directory")
-        cfg = TrainConfig.from_dict(apply_overrides(json.loads(saved.read_text()), args.overrides))
-        if Path(cfg.out).resolve() != Path(args.resume).resolve():
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": args.resume})
-    else:
-        cfg = resolve(args.preset, args.config, args.overrides)
-    path = train(cfg, resume=bool(args.resume))
-    if path is None:  # ranks other than 0 write nothing
-        return 0
-    return _report({"model": str(path), "steps": cfg.steps}, Skipped(), args.json,
-                   [f"trained {cfg.steps} steps; model in {path} (load it with clipblip.load)"])
-
-
-def _optional_model(source, default: str):
-    """A model from a source; None for "none" (compare one family alone), or for the default embedded model
-    where this build does not ship it (said on stderr)."""
-    from . import catalog, load
-
-    if source is None or str(source).lower() == "none":
-        return None
-    if source == default and catalog.embedded(default) is None:
-        print(f"clipblip: the embedded {default} is not shipped in this build; comparing without it",
-              file=sys.stderr)
-        return None
-    return load(source)
-
-
-def cmd_compare(args) -> int:
-    from .eval import benchmark
-    from .eval.report import summary_table, write_report
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    clip = _optional_model(args.clip, "shapes-clip")
-    blip = _optional_model(args.blip, "shapes-blip")
-    blip_vqa = _optional_model(args.blip_vqa, "shapes-blip-vqa")
-    if clip is None and blip is None:
-        raise ClipBlipError("nothing to compare: give --clip and/or --blip")
-    command = "clipblip " + " ".join(sys.argv[1:])
-    results, extras = benchmark.run(clip, blip, blip_vqa, data=args.data, n=args.n, seed=args.seed,
-                                    split=args.split, image_root=args.image_root, command=command,
-                                    sources={"clip": args.clip if clip is not None else None,
-                                             "blip": args.blip if blip is not None else None},
-                                    progress=not args.json)
-    out = Path(args.out)
-    files = write_report(results, out, benchmark.examples(extras, out))
-    if args.json:
-        print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))
-    else:
-        print(summary_table(results))
-        print(f"report: {files['html']}  (and {files['md']}, {files['json']})")
-    return 0
-
-
 def _common(p: argparse.ArgumentParser, model: str | None = "clip") -> None:
     """Shared options; `model` is the family whose embedded model is the default (None: no --model)."""
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -359,28 +294,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture of a bare open_clip file")
     _common(p, model=None)
     p.set_defaults(run=cmd_convert)
-    p = sub.add_parser("compare", help="CLIP vs BLIP on the same data: report.md, report.html, results.json")
-    p.add_argument("--clip", default="shapes-clip", help="CLIP source (default: the embedded shapes-clip; none)")
-    p.add_argument("--blip", default="shapes-blip", help="BLIP source (default: the embedded shapes-blip; none)")
-    p.add_argument("--blip-vqa", default="shapes-blip-vqa", help="BLIP VQA source (default: shapes-blip-vqa; none)")
-    p.add_argument("--data", default="shapes", help="shapes (the generated test splits), or a caption or VQA "
-                   "dataset: COCO Karpathy JSON, CSV, JSONL, VQA JSON, folder (retrieval, captioning, VQA)")
-    p.add_argument("--split", help="the split of a COCO Karpathy file (default: all of it)")
-    p.add_argument("--image-root", help="where a dataset's relative image paths start")
-    p.add_argument("--n", type=int, default=300, help="scenes per Shapes split, or records of a dataset")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/compare")
-    p.add_argument("--threads", type=int, default=0)
-    _common(p, model=None)
-    p.set_defaults(run=cmd_compare)
-    p = sub.add_parser("train", help="train CLIP or BLIP (any objective; under torchrun for several processes)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings over the preset or file, e.g. "
-                   "steps=500 lr=1e-3 model.vision.layers=6 data=train.csv")
-    p.add_argument("--preset", help="shapes-clip, shapes-blip, clip-vit-b-16, blip-base-pretrain")
-    p.add_argument("--config", help="a JSON training config")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
-    _common(p, model=None)
-    p.set_defaults(run=cmd_train, grad=True)
+    from .eval.cli import add_parser as add_compare
+    from .train.cli import add_parser as add_train
+
+    add_compare(sub, _common)
+    add_train(sub, _common)
     from .data.cli import add_parsers
 
     add_parsers(sub)

@@ -1,0 +1,69 @@
+"""`clipblip compare`: CLIP vs BLIP on the same data, written as report.md, report.html and results.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ClipBlipError
+
+
+def _optional_model(source, default: str):
+    """A model from a source; None for "none" (compare one family alone), or for the default embedded model
+    where this build does not ship it (said on stderr)."""
+    from .. import catalog, load
+
+    if source is None or str(source).lower() == "none":
+        return None
+    if source == default and catalog.embedded(default) is None:
+        print(f"clipblip: the embedded {default} is not shipped in this build; comparing without it",
+              file=sys.stderr)
+        return None
+    return load(source)
+
+
+def cmd_compare(args) -> int:
+    from . import benchmark
+    from .report import summary_table, write_report
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    clip = _optional_model(args.clip, "shapes-clip")
+    blip = _optional_model(args.blip, "shapes-blip")
+    blip_vqa = _optional_model(args.blip_vqa, "shapes-blip-vqa")
+    if clip is None and blip is None:
+        raise ClipBlipError("nothing to compare: give --clip and/or --blip")
+    command = "clipblip " + " ".join(sys.argv[1:])
+    results, extras = benchmark.run(clip, blip, blip_vqa, data=args.data, n=args.n, seed=args.seed,
+                                    split=args.split, image_root=args.image_root, command=command,
+                                    sources={"clip": args.clip if clip is not None else None,
+                                             "blip": args.blip if blip is not None else None},
+                                    progress=not args.json)
+    out = Path(args.out)
+    files = write_report(results, out, benchmark.examples(extras, out))
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))
+    else:
+        print(summary_table(results))
+        print(f"report: {files['html']}  (and {files['md']}, {files['json']})")
+    return 0
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("compare", help="CLIP vs BLIP on the same data: report.md, report.html, results.json")
+    p.add_argument("--clip", default="shapes-clip", help="CLIP source (default: the embedded shapes-clip; none)")
+    p.add_argument("--blip", default="shapes-blip", help="BLIP source (default: the embedded shapes-blip; none)")
+    p.add_argument("--blip-vqa", default="shapes-blip-vqa", help="BLIP VQA source (default: shapes-blip-vqa; none)")
+    p.add_argument("--data", default="shapes", help="shapes (the generated test splits), or a caption or VQA "
+                   "dataset: COCO Karpathy JSON, CSV, JSONL, VQA JSON, folder (retrieval, captioning, VQA)")
+    p.add_argument("--split", help="the split of a COCO Karpathy file (default: all of it)")
+    p.add_argument("--image-root", help="where a dataset's relative image paths start")
+    p.add_argument("--n", type=int, default=300, help="scenes per Shapes split, or records of a dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--threads", type=int, default=0)
+    common(p, model=None)
+    p.set_defaults(run=cmd_compare)
