@@ -64,3 +64,14 @@ def tiny_shapes_blip():
                  "model.vision.mlp_dim=64", "model.embed_dim=16", "model.text.width=32", "model.text.layers=1",
                  "model.text.heads=2", "model.text.mlp_dim=64", "model.text.cross_width=32", "init_vision=null"]
     return build_model(resolve("shapes-blip", overrides=overrides)).eval()
+
+
+def test_shipped_blip_quality():
+    """A regression test of the embedded BLIP: far above chance where it has learned (see its card)."""
+    results, _ = benchmark.run(None, clipblip.load("shapes-blip"), None, n=40, progress=False)
+    zs = results["zero_shot"]["blip_itc"]
+    assert zs["color"] >= 0.9 and zs["shape"] >= 0.7  # chance: 1/8, 1/6
+    assert results["retrieval"]["blip_itc"]["t2i"]["r5"] >= 0.6  # chance: 5/40
+    assert results["compositional"]["blip_itc"]["per_type"]["color_change"] >= 0.8  # chance: 1/2
+    cap = results["captioning"]["blip"]
+    assert cap["bleu4"] >= 0.25 and cap["facts_true"] >= 0.4 and cap["objects_mentioned"] >= 0.3
