@@ -108,3 +108,15 @@ def test_init_vision_copies_the_image_tower(tmp_path):
     assert blip.visual.proj is None  # BLIP's tower has no projection of CLIP's
     with pytest.raises(ClipBlipError, match="does not fit"):
         tiny("shapes-blip", "model.vision.patch_bias=true", f"init_vision={tmp_path / 'clip'}")
+
+
+def test_one_epoch_sees_every_question_type_and_caption_position():
+    """Each record starts its cycle through captions and questions at its own place: a Shapes record's first
+    question is always about colour, so cycling by epoch alone would train VQA on colour questions only."""
+    from clipblip.train.data import _choose
+
+    records = ShapesRecords("train", n=14, size=32)
+    types = {_choose(records[i]["vqa"], i, 0)["type"] for i in range(14)}
+    assert len(types) >= 4
+    assert {_choose(records[i]["captions"], i, 0) for i in range(5)} != {records[i]["captions"][0] for i in range(5)}
+    assert [_choose([0, 1, 2], 4, e) for e in range(3)] == [1, 2, 0]

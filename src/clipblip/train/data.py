@@ -5,7 +5,7 @@ Map-style datasets (the Shapes world, CSV, JSONL, folders, COCO, VQA): sample po
 perm_e[p mod N] of epoch e = p div N, with perm_e a seeded permutation; a global batch is positions
 [b * GB, (b + 1) * GB) and rank r takes its r-th slice. Iterable datasets (webdataset shards) are split by shard
 across ranks (and DataLoader workers) and resume by skipping the samples already read.
-A record with several captions uses caption e mod k in epoch e. Images that cannot be read are skipped and
+A record i with several captions uses caption (i + e) mod k in epoch e. Images that cannot be read are skipped and
 reported through the batch (`skipped`); they never stop the run.
 """
 
@@ -97,8 +97,10 @@ def loader(records, collate, *, global_batch: int, rank: int, world: int, start_
                            persistent_workers=workers > 0))
 
 
-def _choose(options: list, epoch: int):
-    return options[epoch % len(options)]
+def _choose(options: list, index: int, epoch: int):
+    """One of a record's captions (or questions): each epoch the next, starting at a place set by the record, so
+    that every epoch sees all positions (a Shapes record's first question is always a colour question)."""
+    return options[(index + epoch) % len(options)]
 
 
 class Collate:
@@ -125,7 +127,7 @@ class Collate:
         if self.kind == "vqa":
             batch.update(self._vqa(good))
             return batch
-        texts = [_choose(r.get("captions") or [r["caption"]], e) for r, _, e in good]
+        texts = [_choose(r.get("captions") or [r["caption"]], i, e) for r, i, e in good]
         if self.kind == "clip":
             batch["tokens"] = self.tokenizer(texts)
         else:
@@ -135,9 +137,9 @@ class Collate:
 
     def _vqa(self, good) -> dict:
         questions, answers, weights, counts = [], [], [], []
-        for record, _, epoch in good:
+        for record, index, epoch in good:
             if "question" not in record:  # a Shapes record holds several questions; one per epoch
-                qa = _choose(record["vqa"], epoch)
+                qa = _choose(record["vqa"], index, epoch)
                 record = {"question": qa["question"], "answers": [qa["answer"]]}
             ans = list(record["answers"])
             w = record.get("answer_weights") or [1.0 / len(ans)] * len(ans)
