@@ -17,6 +17,7 @@ from ..tasks.itm import image_tokens, itm_scores
 from ..data.shapes import ANSWERS
 from ..errors import ClipBlipError
 from . import compare as C
+from .report import lookup
 from .shapes_eval import records, zero_shot
 
 TARGETS = (  # (name, target text, how to read the value from results, threshold)
@@ -28,22 +29,16 @@ TARGETS = (  # (name, target text, how to read the value from results, threshold
 )
 
 
-def _get(results: dict, path):
-    for key in path:
-        if not isinstance(results, dict) or key not in results:
-            return None
-        results = results[key]
-    return results
+def _target(name: str, target: str, value, threshold: float) -> dict:
+    return {"name": name, "target": target, "value": value, "met": None if value is None else bool(value >= threshold)}
 
 
 def targets(results: dict) -> list[dict]:
-    out = [{"name": n, "target": t, "value": _get(results, p), "met": None if _get(results, p) is None
-            else bool(_get(results, p) >= th)} for n, t, p, th in TARGETS]
-    clip = _get(results, ("compositional", "clip", "per_type", "attribute_swap"))
-    itm = _get(results, ("compositional", "blip_itm", "per_type", "attribute_swap"))
+    out = [_target(n, t, lookup(results, *p), th) for n, t, p, th in TARGETS]
+    clip = lookup(results, "compositional", "clip", "per_type", "attribute_swap")
+    itm = lookup(results, "compositional", "blip_itm", "per_type", "attribute_swap")
     gap = None if clip is None or itm is None else itm - clip
-    out.append({"name": "BLIP ITM minus CLIP on attribute swaps", "target": ">= 15 points", "value": gap,
-                "met": None if gap is None else bool(gap >= 0.15)})
+    out.append(_target("BLIP ITM minus CLIP on attribute swaps", ">= 15 points", gap, 0.15))
     return out
 
 

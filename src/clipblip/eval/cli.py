@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..catalog import DEFAULT
 from ..errors import ClipBlipError
 
 
@@ -31,9 +32,9 @@ def cmd_compare(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    clip = _optional_model(args.clip, "shapes-clip")
-    blip = _optional_model(args.blip, "shapes-blip")
-    blip_vqa = _optional_model(args.blip_vqa, "shapes-blip-vqa")
+    clip = _optional_model(args.clip, DEFAULT["clip"])
+    blip = _optional_model(args.blip, DEFAULT["blip"])
+    blip_vqa = _optional_model(args.blip_vqa, DEFAULT["vqa"])
     if clip is None and blip is None:
         raise ClipBlipError("nothing to compare: give --clip and/or --blip")
     command = "clipblip " + " ".join(sys.argv[1:])
@@ -54,9 +55,9 @@ def cmd_compare(args) -> int:
 
 def add_parser(sub, common) -> None:
     p = sub.add_parser("compare", help="CLIP vs BLIP on the same data: report.md, report.html, results.json")
-    p.add_argument("--clip", default="shapes-clip", help="CLIP source (default: the embedded shapes-clip; none)")
-    p.add_argument("--blip", default="shapes-blip", help="BLIP source (default: the embedded shapes-blip; none)")
-    p.add_argument("--blip-vqa", default="shapes-blip-vqa", help="BLIP VQA source (default: shapes-blip-vqa; none)")
+    for flag, family in (("--clip", "clip"), ("--blip", "blip"), ("--blip-vqa", "vqa")):
+        p.add_argument(flag, default=DEFAULT[family],
+                       help=f"model source (default: the embedded {DEFAULT[family]}; none leaves it out)")
     p.add_argument("--data", default="shapes", help="shapes (the generated test splits), or a caption or VQA "
                    "dataset: COCO Karpathy JSON, CSV, JSONL, VQA JSON, folder (retrieval, captioning, VQA)")
     p.add_argument("--split", help="the split of a COCO Karpathy file (default: all of it)")

@@ -83,7 +83,8 @@ RULE_TEXT = {"higher:clip": "CLIP higher on each", "higher:blip": "BLIP higher o
              "only:blip": "BLIP's numbers > 0"}
 
 
-def _get(d, *keys):
+def lookup(d, *keys):
+    """d[k1][k2]... or None where a key is missing (results omit what a run did not measure)."""
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
@@ -132,11 +133,11 @@ def evaluate_claims(results: dict) -> list[dict]:
     """The claims table: per claim its numbers (formatted, joined by ' / ') and the verdict of its rule."""
     rows = []
     for c in CLAIMS:
-        blip = [_get(results, *p) for p in c["blip"]]
+        blip = [lookup(results, *p) for p in c["blip"]]
         if isinstance(c["clip"], str):
             clip, clip_cell = [None] * len(blip), c["clip"]
         else:
-            clip = [_get(results, *p) for p in c["clip"]]
+            clip = [lookup(results, *p) for p in c["clip"]]
             clip_cell = _cell(c["clip"], clip)
         rows.append({"claim": c["claim"], "measured": f"{c['measured']}; rule: {RULE_TEXT[c['rule']]}",
                      "clip": clip_cell, "blip": _cell(c["blip"], blip),
@@ -158,7 +159,7 @@ def _paths(d: dict) -> list:
 
 def _path_table(d: dict, columns: list) -> tuple:
     """A table with one row per model path; columns are (header, keys into that path's dict)."""
-    rows = [[PATH_NAMES.get(p, p)] + [fmt(keys[-1], _get(d[p], *keys)) for _, keys in columns] for p in _paths(d)]
+    rows = [[PATH_NAMES.get(p, p)] + [fmt(keys[-1], lookup(d[p], *keys)) for _, keys in columns] for p in _paths(d)]
     return ("table", ["path"] + [h for h, _ in columns], rows)
 
 
@@ -190,13 +191,13 @@ def _task_sections(r: dict) -> list:
         modes = {f"{m} {mode}": v for m, modes in r["vqa"].items() for mode, v in modes.items()}
         types = _union(v.get("per_type") for v in modes.values())
         cols = [("overall", ("overall",))] + [(t, ("per_type", t)) for t in types] + [("n", ("n",))]
-        rows = [[name.replace("blip", "BLIP", 1)] + [fmt(k[-1], _get(v, *k)) for _, k in cols]
+        rows = [[name.replace("blip", "BLIP", 1)] + [fmt(k[-1], lookup(v, *k)) for _, k in cols]
                 for name, v in modes.items()]
         out += [("h2", SECTIONS["vqa"]), ("p", "Accuracy per question type; answers generated or ranked."),
                 ("table", ["model / mode"] + [h for h, _ in cols], rows)]
     if r.get("cost"):
         models = _paths(r["cost"])
-        rows = [[COST_LABELS.get(k, k)] + [fmt(k, _get(r["cost"], m, k)) for m in models]
+        rows = [[COST_LABELS.get(k, k)] + [fmt(k, lookup(r["cost"], m, k)) for m in models]
                 for k in _union(r["cost"].values())]
         out += [("h2", SECTIONS["cost"]), ("p", "Per model, on the machine in the meta line."),
                 ("table", ["measure"] + [PATH_NAMES.get(m, m) for m in models], rows)]
@@ -209,16 +210,16 @@ def _task_groups(r: dict) -> list:
     specs += [(f"{d} R@1", "retrieval", (d, "r1")) for d in ("t2i", "i2t")]
     specs += [("compositional", "compositional", ("all",)), ("held-out comp.", "heldout", ("compositional",)),
               ("held-out t2i R@1", "heldout", ("t2i_r1",)), ("caption facts", "captioning", ("facts_true",))]
-    groups = [(label, [(p, _get(r, task, p, *keys)) for p in _paths(r.get(task) or {})]) for label, task, keys in specs]
-    groups += [(f"VQA {mode}", [("blip", _get(r, "vqa", "blip", mode, "overall"))]) for mode in ("generate", "rank")]
+    groups = [(label, [(p, lookup(r, task, p, *keys)) for p in _paths(r.get(task) or {})]) for label, task, keys in specs]
+    groups += [(f"VQA {mode}", [("blip", lookup(r, "vqa", "blip", mode, "overall"))]) for mode in ("generate", "rank")]
     return _present(groups)
 
 
 def _edit_groups(r: dict) -> list:
     comp = r.get("compositional") or {}
     types = _union(v.get("per_type") for v in comp.values())
-    groups = [(t, [(p, _get(comp, p, "per_type", t)) for p in _paths(comp)]) for t in types]
-    groups.append(("all", [(p, _get(comp, p, "all")) for p in _paths(comp)]))
+    groups = [(t, [(p, lookup(comp, p, "per_type", t)) for p in _paths(comp)]) for t in types]
+    groups.append(("all", [(p, lookup(comp, p, "all")) for p in _paths(comp)]))
     return _present(groups)
 
 
@@ -402,7 +403,7 @@ def write_report(results: dict, out_dir, examples: list | None = None) -> dict[s
 def _summary_rows(r: dict) -> list:
     """(measure, CLIP, BLIP) rows; where BLIP has several paths, its best one (ITM) is named in the measure."""
     def itm(task):
-        return "blip_itm" if _get(r, task, "blip_itm") is not None else "blip_itc"
+        return "blip_itm" if lookup(r, task, "blip_itm") is not None else "blip_itc"
 
     specs = [(f"zero-shot {k}", "zero_shot", "clip", "blip_itc", (k,)) for k in KINDS]
     specs += [(f"retrieval {d} R@1", "retrieval", "clip", itm("retrieval"), (d, "r1")) for d in ("t2i", "i2t")]
@@ -416,7 +417,7 @@ def _summary_rows(r: dict) -> list:
               ("parameters", "cost", "clip", "blip", ("params",))]
     rows = []
     for label, task, clip, blip, keys in specs:
-        c, b = _get(r, task, clip, *keys), _get(r, task, blip, *keys)
+        c, b = lookup(r, task, clip, *keys), lookup(r, task, blip, *keys)
         if c is not None or b is not None:
             name = f"{label} ({PATH_NAMES[blip]})" if blip.startswith("blip_") and b is not None else label
             rows.append((name, fmt(keys[-1], c), fmt(keys[-1], b)))

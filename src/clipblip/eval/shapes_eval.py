@@ -3,12 +3,11 @@ classification with prompt ensembles in the world's own grammar, and the splits'
 
 from __future__ import annotations
 
-import torch
-
 from ..data.shapes import COLORS, NUMBERS, SHAPES
 from ..data.shapes_records import ShapesRecords
 from ..tasks.inputs import image_features, text_features
 from ..tasks.zeroshot import class_embeddings
+from .metrics import accuracy, retrieval_recall
 
 # Prompts in the world's own grammar (the shipped models read only its words). Colour labels bring their article.
 SHAPE_TEMPLATES = ("a {}.", "a picture of a {}.", "there is a {}.")
@@ -29,7 +28,7 @@ def records(split: str, n: int, seed: int = 0, size: int = 64, n_objects=None) -
 def _accuracy(model, images, truth: list, classes: list, templates) -> float:
     feats = image_features(model, images)[0]
     pred = (feats @ class_embeddings(model, classes, templates).t()).argmax(1)
-    return float((pred == torch.tensor([classes.index(t) for t in truth])).float().mean())
+    return accuracy(pred, [classes.index(t) for t in truth])
 
 
 def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:
@@ -48,4 +47,4 @@ def recall_at_1(model, scenes: list[dict]) -> float:
     """Text-to-image R@1 with each scene's first caption (the quick figure training logs)."""
     img = image_features(model, [s["image"] for s in scenes])[0]
     txt = text_features(model, [s["caption"] for s in scenes])
-    return float(((txt @ img.t()).argmax(1) == torch.arange(len(scenes))).float().mean())
+    return retrieval_recall(txt @ img.t(), list(range(len(scenes))), ks=(1,))["t2i"]["r1"]

@@ -17,6 +17,12 @@ from ..towers import BertTower, LMHead, VisionTransformer
 from .carries import CarriesPreprocess
 
 
+def text_mask(ids: torch.Tensor, pad_id: int, causal: bool = False):
+    """Self-attention mask of token ids padded with pad_id; None where no row has padding (and not causal)."""
+    keep = ids != pad_id
+    return None if bool(keep.all()) else padding_mask(keep, ids.shape[1], causal)
+
+
 class BLIP(CarriesPreprocess, nn.Module):
     def __init__(self, cfg: BlipConfig):
         super().__init__()
@@ -77,8 +83,7 @@ class BLIP(CarriesPreprocess, nn.Module):
                                 f"cannot {task}; load a checkpoint made for it")
 
     def _self_mask(self, ids: torch.Tensor, causal: bool = False):
-        keep = ids != self.config.text.pad_id
-        return None if bool(keep.all()) else padding_mask(keep, ids.shape[1], causal)
+        return text_mask(ids, self.config.text.pad_id, causal)
 
     # ---- ITC ---------------------------------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

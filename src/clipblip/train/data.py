@@ -97,6 +97,10 @@ def loader(records, collate, *, global_batch: int, rank: int, world: int, start_
                            persistent_workers=workers > 0))
 
 
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def _choose(options: list, index: int, epoch: int):
     """One of a record's captions (or questions): each epoch the next, starting at a place set by the record, so
     that every epoch sees all positions (a Shapes record's first question is always a colour question)."""

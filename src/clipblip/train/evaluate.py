@@ -3,12 +3,10 @@ colour on single-object scenes, count on any) and text-to-image R@1 for models w
 
 from __future__ import annotations
 
-import torch
-
 from ..data.shapes_records import ShapesRecords
 from ..eval.shapes_eval import recall_at_1, records, zero_shot
 from . import objectives
-from .data import Collate
+from .data import Collate, to_device
 
 
 def shapes_metrics(model, shapes: dict, n: int) -> dict:
@@ -28,7 +26,7 @@ def val_loss(model, cfg, momentum=None) -> float:
     total, count, size = 0.0, 0, min(cfg.batch_size, 64)
     for start in range(0, len(data), size):
         batch = collate([(data[i], i, 0) for i in range(start, min(start + size, len(data)))])
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = to_device(batch, device)
         ctx = objectives.Context(seed=cfg.seed, momentum=momentum, alpha=cfg.alpha, frozen=True,
                                  label_smoothing=cfg.label_smoothing)
         total += float(sum(fn(model, batch, ctx).values())) * batch["size"]

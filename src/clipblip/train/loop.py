@@ -27,7 +27,7 @@ from ..errors import ClipBlipError
 from .. import distributed
 from . import checkpoint, objectives, optim
 from .config import TrainConfig
-from .data import Collate, loader
+from .data import Collate, loader, to_device
 from .logs import Logger
 from .momentum import Momentum
 
@@ -117,10 +117,6 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg, self.env = cfg, distributed.setup(cfg.device)
@@ -180,7 +176,7 @@ class Trainer:
         sync = self.runner.no_sync() if self.env.world > 1 and not last else contextlib.nullcontext()
         with sync:
             with _autocast(cfg, self.env.device):
-                losses = self.runner(_to(batch, self.env.device))
+                losses = self.runner(to_device(batch, self.env.device))
             (sum(losses.values()) / cfg.accum).backward()
         return {k: float(v.detach()) for k, v in losses.items()}
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import padding_mask
+from ..models.blip import text_mask
 
 PARTS = ("visual", "vision_proj", "text_encoder", "text_proj")
 
@@ -47,9 +47,7 @@ class Momentum(nn.Module):
         """Normalized momentum ITC features of images and texts ([CLS]-started ids)."""
         p = self.parts
         img = p["vision_proj"](p["visual"](pixels))
-        keep = ids != self.pad_id
-        mask = None if bool(keep.all()) else padding_mask(keep, ids.shape[1], False)
-        txt = p["text_proj"](p["text_encoder"](ids, mask=mask)[:, 0])
+        txt = p["text_proj"](p["text_encoder"](ids, mask=text_mask(ids, self.pad_id))[:, 0])
         return F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
 
     def queue(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
