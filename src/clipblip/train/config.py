@@ -110,7 +110,7 @@ def _preset_shapes_blip() -> dict:
     """BLIP starts its ViT from an ImageNet model; here from the embedded shapes-clip's image tower. From
     scratch, BLIP's momentum-key ITC barely moves: the keys (an EMA of a random network) are all alike."""
     return {"objective": "blip-pretrain", "model": _shapes_blip_model(), "init_vision": "shapes-clip",
-            "shapes": _SHAPES_DATA, "steps": 4000,
+            "shapes": _SHAPES_DATA, "steps": 3000,
             "batch_size": 256, "lr": 1e-3, "warmup": 300, "weight_decay": 0.05, "queue_size": 4096,
             "temp_lr_scale": 0.05,
             "eval_every": 500, "save_every": 250, "out": "runs/shapes-blip"}
@@ -118,8 +118,8 @@ def _preset_shapes_blip() -> dict:
 
 def _preset_shapes_blip_vqa() -> dict:
     """VQA fine-tuning of the pretrained shapes-blip (BLIP fine-tunes a separate VQA model the same way)."""
-    return {"objective": "vqa", "init": "runs/shapes-blip/model", "shapes": _SHAPES_DATA, "steps": 1500,
-            "batch_size": 128, "lr": 5e-4, "warmup": 100, "weight_decay": 0.05, "eval_every": 500,
+    return {"objective": "vqa", "init": "runs/shapes-blip/model", "shapes": _SHAPES_DATA, "steps": 800,
+            "batch_size": 256, "lr": 5e-4, "warmup": 60, "weight_decay": 0.05, "eval_every": 500,
             "save_every": 250, "out": "runs/shapes-blip-vqa"}
 
 
