@@ -118,7 +118,7 @@ def _preset_shapes_blip() -> dict:
 
 def _preset_shapes_blip_vqa() -> dict:
     """VQA fine-tuning of the pretrained shapes-blip (BLIP fine-tunes a separate VQA model the same way)."""
-    return {"objective": "vqa", "init": "runs/shapes-blip/model", "shapes": _SHAPES_DATA, "steps": 800,
+    return {"objective": "vqa", "init": "runs/shapes-blip/model", "shapes": _SHAPES_DATA, "steps": 1500,
             "batch_size": 256, "lr": 5e-4, "warmup": 60, "weight_decay": 0.05, "eval_every": 500,
             "save_every": 250, "out": "runs/shapes-blip-vqa"}
 
