@@ -299,6 +299,9 @@ def parser() -> argparse.ArgumentParser:
 
     add_compare(sub, _common)
     add_train(sub, _common)
+    from .tasks.capfilt_cli import add_parser as add_capfilt
+
+    add_capfilt(sub, _common)
     from .data.cli import add_parsers
 
     add_parsers(sub)

@@ -44,6 +44,9 @@ def cmd_compare(args) -> int:
                                              "blip": args.blip if blip is not None else None},
                                     progress=not args.json)
     out = Path(args.out)
+    if args.capfilt is not None:
+        results["capfilt"] = _capfilt(blip, Path(args.capfilt) if args.capfilt else out / "capfilt", out,
+                                      progress=not args.json)
     files = write_report(results, out, benchmark.examples(extras, out))
     if args.json:
         print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))
@@ -51,6 +54,25 @@ def cmd_compare(args) -> int:
         print(summary_table(results))
         print(f"report: {files['html']}  (and {files['md']}, {files['json']})")
     return 0
+
+
+def _capfilt(blip, where: Path, out: Path, progress: bool) -> dict:
+    """CapFilt's experiment (eval/capfilt_gain.py; reused when `where` holds it), its plot copied beside the
+    report."""
+    import shutil
+
+    import torch
+
+    from .capfilt_gain import run
+
+    if blip is None:
+        raise ClipBlipError("--capfilt needs a BLIP model (the captioner and filter): leave --blip at its default "
+                            "or give one")
+    with torch.inference_mode(False), torch.enable_grad():  # the experiment trains CLIPs
+        results = run(where, blip, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(results["plot"], out / "capfilt_scores.png")
+    return {**results, "plot_file": "capfilt_scores.png"}
 
 
 def add_parser(sub, common) -> None:
@@ -66,5 +88,8 @@ def add_parser(sub, common) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--capfilt", nargs="?", const="", metavar="DIR",
+                   help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 30 min on "
+                        "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")
     common(p, model=None)
     p.set_defaults(run=cmd_compare)
