@@ -37,6 +37,18 @@ def _results():
                           "peak_memory_mb": 612.5},
                  "blip": {"params": 223_971_644, "images_per_s": 301.2, "texts_per_s": 1502.3,
                           "captions_per_s": 12.6, "itm_pairs_per_s": 95.1, "peak_memory_mb": 1432.8}},
+        "capfilt": {"settings": {"n": 3000, "noise": 0.5, "calibration_n": 256, "steps": 500, "batch_size": 64},
+                    "threshold": 0.1234, "kept": {"original": 1701, "synthetic": 2502},
+                    "dropped": {"original": 1299, "synthetic": 498}, "images_without_captions": 77,
+                    "filter": {"all": {"precision": 0.861, "recall": 0.902, "clean_removed": 0.147, "roc_auc": 0.953,
+                                       "n": 1503},
+                               "wrong": {"precision": 0.771, "recall": 0.993, "clean_removed": 0.147,
+                                         "roc_auc": 0.998, "n": 748}},
+                    "scores": {"noisy": {"t2i_r1": 0.104, "zs_shape": 0.351, "zs_color": 0.602, "zs_count": 0.412},
+                               "capfilt": {"t2i_r1": 0.156, "zs_shape": 0.433, "zs_color": 0.784, "zs_count": 0.455},
+                               "clean": {"t2i_r1": 0.181, "zs_shape": 0.472, "zs_color": 0.823, "zs_count": 0.468}},
+                    "gap_closed": {"t2i_r1": 0.675, "zs_shape": 0.678, "zs_color": 0.824, "zs_count": 0.768},
+                    "blip": {"r1_gain": 0.052, "gap_closed": 0.675}},
         "targets": [{"name": "BLIP ITM beats CLIP on the probe", "target": "≥ 70%", "value": 0.768, "met": True},
                     {"name": "CLIP encodes fast", "target": "> 1000 images/s", "value": 812.4, "met": False},
                     {"name": "ITM minus CLIP", "target": ">= 15 points", "value": 0.187, "met": True},
@@ -98,6 +110,10 @@ def test_every_number_of_results_appears_formatted(written):
     for section in ("meta", "zero_shot", "retrieval", "compositional", "heldout", "captioning", "vqa", "cost"):
         for key, v in _numbers(results[section]):
             assert _expected(key, v) in md, (section, key, v)
+    for key, v in _numbers({k: results["capfilt"][k] for k in ("scores", "gap_closed")}):
+        assert _expected(key, v) in md, ("capfilt", key, v)
+    assert "| wrong | 77.1% | 99.3% | 14.7% | 0.998 | 748 |" in md  # the filter's removal quality per noise type
+    assert "+5.2% / 67.5%" in md  # the claims row: R@1 gain (signed) and the share of the gap closed
     assert "98.7%" in md and "34.5" in md and "1.234" in md and "151.3M" in md
     assert "| 76.8% | met |" in md and "| 812.4 | missed |" in md  # "%" goal -> percentage, else plain
     assert "| 18.7% | met |" in md and "| — | not measured |" in md  # "points" is a percentage too
@@ -190,7 +206,9 @@ def test_claims_without_numbers_say_not_measured():
     del results["compositional"]["blip_itm"]
     row = _claim(results, "compositional hard negatives")
     assert row["verdict"] == "not measured" and row["blip"] == "not measured"
-    assert _claim(results, "CapFilt")["verdict"] == "not measured"  # compare does not measure CapFilt
+    assert _claim(results, "CapFilt")["verdict"] == "supported"
+    del results["capfilt"]  # compare without --capfilt
+    assert _claim(results, "CapFilt")["verdict"] == "not measured"
     del results["vqa"]
     assert _claim(results, "answers visual questions")["verdict"] == "not measured"
 

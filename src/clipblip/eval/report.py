@@ -180,7 +180,11 @@ def _task_sections(r: dict) -> list:
         types = _union(v.get("per_type") for v in r["compositional"].values())
         cols = [("all", ("all",))] + [(t, ("per_type", t)) for t in types] + [("n", ("n",))]
         out += [("h2", SECTIONS["compositional"]),
-                ("p", "Accuracy at scoring the true caption above its edited hard negative, per edit type."),
+                ("p", "Accuracy at scoring the true caption above its edited hard negative, per edit type. An "
+                      "attribute or relation swap keeps every word of the caption and changes only what binds to "
+                      "what; 50% is chance. BLIP's ITM learns from in-batch hard negatives (the most similar other "
+                      "captions), and a random batch almost never holds a swap of the true caption, so the recipe "
+                      "by itself does not teach binding; minimal-edit negatives in training (NegCLIP) would."),
                 _path_table(r["compositional"], cols)]
     if r.get("heldout"):
         out += [("h2", SECTIONS["heldout"]), ("p", "On color-shape pairs never seen in training."),
