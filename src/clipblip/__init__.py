@@ -15,7 +15,7 @@ from .errors import ClipBlipError
 
 __version__ = "0.1.0"
 __all__ = ["ClipBlipError", "answer", "caption", "classify", "match", "image_features", "image_to_text", "load", "save", "text_features",
-           "text_to_image", "__version__"]
+           "text_to_image", "clipscore", "refclipscore", "rerank", "guidance_loss", "guide", "__version__"]
 
 
 def load(source, *, arch: str | None = None):
@@ -116,3 +116,38 @@ def text_features(model, texts, batch_size: int = 256):
     from .tasks.inputs import text_features as _run
 
     return _run(model, texts, batch_size)
+
+
+def clipscore(model, images, texts, w: float = 2.5):
+    """CLIPScore w * max(cos, 0) per (image, text) pair (Hessel et al. 2021): a float for one pair, else [N]."""
+    from .tasks.score import clipscore as _run
+
+    return _run(model, images, texts, w)
+
+
+def refclipscore(model, images, texts, references, w: float = 2.5):
+    """RefCLIPScore: the harmonic mean of CLIPScore and the best reference similarity, per pair."""
+    from .tasks.score import refclipscore as _run
+
+    return _run(model, images, texts, references, w)
+
+
+def rerank(model, prompt, images, by: str = "clip", top_k=None):
+    """[(image index, score)] best first, by CLIP similarity ("clip") or BLIP match probability ("itm")."""
+    from .tasks.score import rerank as _run
+
+    return _run(model, prompt, images, by, top_k)
+
+
+def guidance_loss(model, images, texts, cutn: int = 8):
+    """Differentiable mean cosine distance between augmented crops of images [B, 3, H, W] in [0, 1] and texts."""
+    from .tasks.guidance import guidance_loss as _run
+
+    return _run(model, images, texts, cutn)
+
+
+def guide(model, prompt, steps: int = 150, size=None, init=None, param: str = "pyramid", seed: int = 0):
+    """A PIL image steered toward `prompt` by CLIP guidance, from `init` (path or PIL image) or a gray start."""
+    from .tasks.guidance import guide as _run
+
+    return _run(model, prompt, steps=steps, size=size, init=init, param=param, seed=seed)

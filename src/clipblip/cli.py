@@ -305,6 +305,9 @@ def parser() -> argparse.ArgumentParser:
     from .data.cli import add_parsers
 
     add_parsers(sub)
+    from .guide_cli import add_parsers as add_guidance
+
+    add_guidance(sub, _common)
     return ap
 
 
