@@ -119,6 +119,9 @@ def run(out, blip, cfg: GainConfig | None = None, progress: bool = True) -> dict
     return results
 
 
+MIN_GAP = 0.02  # below 2 points between clean and noisy, the ratio is noise over noise
+
+
 def _closed(noisy: float, capfilt: float, clean: float) -> float | None:
-    """Share of the noisy-to-clean gap that CapFilt closes (None when clean is no better than noisy)."""
-    return (capfilt - noisy) / (clean - noisy) if clean > noisy else None
+    """Share of the noisy-to-clean gap that CapFilt closes (None when clean is not clearly better than noisy)."""
+    return (capfilt - noisy) / (clean - noisy) if clean - noisy >= MIN_GAP else None

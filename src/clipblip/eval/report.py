@@ -241,7 +241,7 @@ def _capfilt_section(c: dict) -> list:
         rows = [[name] + [fmt(key, lookup(scores, name, key)) for _, key in CAPFILT_METRICS] for name in scores]
         rows.append(["gap closed"] + [fmt(key, lookup(c, "gap_closed", key)) for _, key in CAPFILT_METRICS])
         out += [("p", f"A shapes-clip model trained on each corpus ({budget} samples), on the clean test split. "
-                      "gap closed = (capfilt - noisy) / (clean - noisy)."),
+                      "gap closed = (capfilt - noisy) / (clean - noisy); — where clean beats noisy by less than 2 points."),
                 ("table", ["corpus"] + [h for h, _ in CAPFILT_METRICS], rows)]
     if c.get("plot_file"):
         out.append(("img", c["plot_file"], "CapFilt scores and ROC/PR", "plot"))
