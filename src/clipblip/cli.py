@@ -308,6 +308,12 @@ def parser() -> argparse.ArgumentParser:
     from .guide_cli import add_parsers as add_guidance
 
     add_guidance(sub, _common)
+    from .index.cli import add_parser as add_index
+
+    add_index(sub, _common)
+    from .serve.cli import add_parser as add_serve
+
+    add_serve(sub, _common)
     return ap
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run, train_cmd
+from train_helpers import run, train_cmd
 
 
 def losses(out) -> list[dict]:

@@ -13,7 +13,7 @@ from clipblip.train import objectives, resolve
 from clipblip.train.data import Collate
 from clipblip.train.loop import _untied, build_model
 from clipblip.data.shapes_records import ShapesRecords
-from conftest import RUN, TINY, run, train_cmd
+from train_helpers import RUN, TINY, run, train_cmd
 
 
 def tiny(preset, *more):

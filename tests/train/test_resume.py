@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from clipblip.train import checkpoint
-from conftest import env, run, train_cmd
+from train_helpers import env, run, train_cmd
 
 STEPS = ["steps=10", "batch_size=8", "save_every=2", "keep=2"]
 

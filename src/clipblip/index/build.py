@@ -1,0 +1,189 @@
+"""Build, update and delete: embed what is new or changed (by content hash), in batches that survive a kill,
+then commit the index and its metadata in one atomic step (store.Writer.commit).
+
+Resume: each batch's embeddings are committed to the `pending` table as soon as they are made (bad images
+too, with their reason), so a run killed at any moment leaves the last committed index as it was, and the same
+command run again embeds only what no earlier run did. The batches of a resumed run are the ones the first
+run would have made (the work list is the same, minus whole batches), so it ends with the vectors an
+uninterrupted run makes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..errors import ClipBlipError
+from ..image import load_image
+from ..tasks.inputs import Skipped, text_features
+from . import kinds
+from .sources import Item, digest, image_items, text_items
+from .store import Writer
+
+
+@dataclass
+class Report:
+    count: int = 0  # items in the index after the commit
+    embedded: int = 0  # embedded by this run
+    reused: int = 0  # embedded by an earlier, interrupted run
+    unchanged: int = 0  # already in the index with the same content
+    removed: int = 0
+    version: int = 0
+    kind: str = ""
+    skipped: Skipped = field(default_factory=Skipped)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "skipped"}
+
+
+def build(source, out, model="shapes-clip", *, texts=None, format=None, image_root=None, kind: str = "auto",
+          batch_size: int = 32, progress: bool = False) -> Report:
+    """Make `out` hold exactly the images of `source` (a folder or dataset; None: none) and the lines of `texts`;
+    an existing index is updated: new and changed items embedded, vanished ones removed."""
+    return _sync(out, model, _items(source, texts, format, image_root), True, kind, batch_size, progress)
+
+
+def add(index, source, *, texts=None, format=None, image_root=None, batch_size: int = 32,
+        progress: bool = False) -> Report:
+    """Add the images of `source` and the lines of `texts` to an existing index (changed ones re-embedded)."""
+    with Writer(index) as w:
+        model = w.state["model"]
+    return _sync(index, model, _items(source, texts, format, image_root), False, None, batch_size, progress)
+
+
+def delete(index, ids) -> tuple[Report, list[int]]:
+    """Remove items by id; returns the report and the ids that were not there."""
+    with Writer(index) as w:
+        before = w.state.get("count", 0)
+        missing = w.delete([int(i) for i in ids])
+        st = w.state
+    return Report(count=st["count"], removed=before - st["count"], version=st["version"], kind=st["kind"]), missing
+
+
+def load_model(source, threads: int = 0):
+    from .. import load
+
+    if threads:
+        torch.set_num_threads(threads)
+    return load(source)
+
+
+def _items(source, texts, format, image_root) -> tuple[list[Item], Skipped]:
+    skipped = Skipped()
+    items = image_items(source, format=format, image_root=image_root, skipped=skipped) if source else []
+    items += text_items(texts) if texts else []
+    if not items:
+        raise ClipBlipError(f"nothing to index in {source or texts}: no images (or captioned records) found")
+    return items, skipped
+
+
+def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progress: bool) -> Report:
+    items, skipped = found
+    if kind not in (None, "auto", *kinds.KINDS):
+        raise ClipBlipError(f"unknown index kind {kind!r}; choose auto or one of {', '.join(kinds.KINDS)}")
+    name = str(Path(model_source).resolve()) if Path(model_source).exists() else str(model_source)
+    model = load_model(model_source)
+    dim = model.config.embed_dim
+    with Writer(out, name, dim) as w:
+        if (w.state["model"], w.state["dim"]) != (name, dim):
+            raise ClipBlipError(f"{out} was built with {w.state['model']} ({w.state['dim']}-d), not {name}: give "
+                                "another --out, or build with the index's model")
+        report = Report(skipped=skipped)
+        known = w.items()
+        hashes = _hashes(items, skipped)
+        todo = [it for it in items if it.key in hashes and known.get(it.key, (None, None))[1] != hashes[it.key]]
+        report.unchanged = sum(1 for it in items if it.key in hashes) - len(todo)
+        done = w.pending()
+        fresh = [it for it in todo if done.get(it.key, ("",))[0] != hashes[it.key]]
+        report.reused = sum(1 for it in todo if done.get(it.key) == (hashes[it.key], True))
+        report.embedded = len(fresh) - _embed(w, model, fresh, batch_size, progress)
+        for item, reason in w.pending_errors(it.key for it in todo):
+            skipped.add(item, reason)
+        upserts, removes = _changes(w, items, todo, known, mirror)
+        if upserts or removes or w.state["version"] == 0 or (kind not in (None, w.state["policy"])):
+            w.commit(upserts, removes, policy=kind)
+        st = w.state
+    report.count, report.removed, report.version, report.kind = st["count"], len(removes), st["version"], st["kind"]
+    return report
+
+
+def _hashes(items: list[Item], skipped: Skipped) -> dict[str, str]:
+    out = {}
+    for it in items:
+        try:
+            out[it.key] = digest(it.content())
+        except OSError as e:
+            skipped.add(it.path or it.key, f"cannot read: {e.strerror or e}")
+    return out
+
+
+def _changes(w: Writer, items, todo, known, mirror: bool) -> tuple[list[tuple[int, str]], list[int]]:
+    """(id, key) to insert from pending, in source order (new keys get the next ids, changed ones keep theirs),
+    and the ids to remove: changed items that no longer read, and (mirror) items no longer in the source."""
+    staged = {k for (k,) in w.conn.execute("SELECT key FROM pending WHERE vector IS NOT NULL")}
+    next_id, upserts, removes = w.state["next_id"], [], []
+    for it in todo:
+        if it.key in staged:
+            if it.key in known:
+                upserts.append((known[it.key][0], it.key))
+            else:
+                upserts.append((next_id, it.key))
+                next_id += 1
+        elif it.key in known:
+            removes.append(known[it.key][0])
+    if mirror:
+        present = {it.key for it in items}
+        removes += [i for key, (i, _) in known.items() if key not in present]
+    return upserts, removes
+
+
+def _embed(w: Writer, model, todo: list[Item], batch_size: int, progress: bool) -> int:
+    """Embed `todo` into pending, batch by batch; returns how many could not be read."""
+    bad, starts = 0, range(0, len(todo), batch_size)
+    for s in tqdm(starts, desc="embedding", unit="batch", disable=not progress or len(starts) < 2):
+        batch = todo[s:s + batch_size]
+        texts = [it for it in batch if it.text is not None]
+        rows = _embed_images(model, [it for it in batch if it.text is None])
+        if texts:
+            feats = text_features(model, [it.text for it in texts]).numpy()
+            rows += [_row(it, digest(it.text.encode()), it.meta, vector=v) for it, v in zip(texts, feats)]
+        w.stage(rows)
+        bad += sum(r["error"] is not None for r in rows)
+    return bad
+
+
+@torch.no_grad()
+def _embed_images(model, batch: list[Item]) -> list[dict]:
+    rows, images, good = [], [], []
+    for it in batch:
+        try:
+            data = it.content()
+            image = load_image(it.path if it.data is None else data)
+        except OSError as e:
+            rows.append(_row(it, "", it.meta, error=f"cannot read: {e.strerror or e}"))
+            continue
+        except ClipBlipError as e:
+            rows.append(_row(it, digest(data), it.meta, error=str(e)))
+            continue
+        images.append(image)
+        meta = {"kind": "image", "width": image.width, "height": image.height, **it.meta}
+        good.append((it, digest(data), meta, len(data)))
+    if images:
+        device = next(model.parameters()).device
+        feats = F.normalize(model.encode_image(model.preprocess(images).to(device)).float(), dim=-1).cpu().numpy()
+        rows += [_row(it, h, meta, vector=v, size=size) for (it, h, meta, size), v in zip(good, feats)]
+    return rows
+
+
+def _row(it: Item, hash_: str, meta: dict, vector: np.ndarray | None = None, error: str | None = None,
+         size: int | None = None) -> dict:
+    return {"key": it.key, "hash": hash_, "path": it.path, "caption": it.caption,
+            "size": size if size is not None else (len(it.text.encode()) if it.text else None),
+            "meta": json.dumps(meta), "vector": None if vector is None else np.asarray(vector, np.float32).tobytes(),
+            "error": error}

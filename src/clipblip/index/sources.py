@@ -1,0 +1,86 @@
+"""What goes into an index: the items of a folder, a dataset file or shards, or a text file, each with a stable key
+and the hash of its content (what decides whether it must be embedded again)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.readers import infer_format, open_dataset
+from ..errors import ClipBlipError
+from ..tasks.inputs import Skipped, find_images
+
+
+@dataclass
+class Item:
+    key: str  # identity across builds: the absolute image path, "record:<id>" for shard images, "text:<hash>"
+    path: str | None  # an image file (None for texts and images inside shards)
+    caption: str | None
+    meta: dict = field(default_factory=dict)
+    data: bytes | None = None  # image bytes from shards
+    text: str | None = None  # set for text items (embedded with the text tower)
+
+    def content(self) -> bytes:
+        """The bytes the hash is taken over (raises OSError for an unreadable file)."""
+        if self.text is not None:
+            return self.text.encode()
+        return self.data if self.data is not None else Path(self.path).read_bytes()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_items(source, *, format: str | None = None, image_root=None, skipped: Skipped) -> list[Item]:
+    """A plain folder: its images (recursively), a sidecar .txt giving the caption when there is one. Anything
+    else goes to the dataset readers (CSV, JSONL, COCO/VQA JSON, a folder of image + .txt pairs, shards)."""
+    path = Path(source)
+    if not path.exists() and "{" not in str(source):  # shard patterns (a-{000..009}.tar) are not paths
+        raise ClipBlipError(f"{source}: no such file or directory")
+    if path.is_dir() and format is None and infer_format(path) == "folder":
+        return [Item(str(p.absolute()), str(p.absolute()), _sidecar(p)) for p in find_images(path)]
+    ds = open_dataset(source, format=format, image_root=image_root)
+    items, seen = [], set()
+    for rec in ds:
+        item = _from_record(rec)
+        if item.key not in seen:  # several records of one image (VQA questions): index the image once
+            seen.add(item.key)
+            items.append(item)
+    skipped.items += ds.rejects.items
+    return items
+
+
+def text_items(path) -> list[Item]:
+    """One item per non-empty line of a text file."""
+    try:
+        lines = [t.strip() for t in Path(path).read_text(encoding="utf-8").splitlines() if t.strip()]
+    except OSError as e:
+        raise ClipBlipError(f"cannot read {path}: {e.strerror}") from None
+    return [Item(f"text:{digest(t.encode())}", None, t, {"kind": "text"}, text=t) for t in dict.fromkeys(lines)]
+
+
+def _sidecar(image: Path) -> str | None:
+    txt = image.with_suffix(".txt")
+    if not txt.is_file():
+        return None
+    lines = [t.strip() for t in txt.read_text(encoding="utf-8", errors="replace").splitlines() if t.strip()]
+    return lines[0] if lines else None
+
+
+def _from_record(rec: dict) -> Item:
+    image = rec.get("image")
+    meta = {k: v for k, v in rec.items() if k not in ("image", "caption") and _jsonable(v)}
+    meta["record"] = meta.pop("id", None)
+    if isinstance(image, (bytes, bytearray)):
+        return Item(f"record:{rec.get('id')}", None, rec.get("caption"), meta, data=bytes(image))
+    return Item(str(image), str(image), rec.get("caption"), meta)
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,79 @@
+"""What the batcher runs: one function per task, each taking a batch of items and giving one result per item,
+built on the task functions (no model logic here). Keys are tuples: (task, *settings shared by the batch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ClipBlipError
+from ..generate import GenerationConfig
+from ..tasks.caption import captions
+from ..tasks.inputs import image_features, text_features
+from ..tasks.itm import match
+from ..tasks.vqa import answer
+from ..tasks.zeroshot import classify
+
+
+@dataclass
+class Models:
+    """What the service serves: a CLIP-style embedding model, BLIP for captions and matching, BLIP VQA, and an
+    optional index (searched with `clip`)."""
+    clip: Any
+    blip: Any
+    vqa: Any
+    index: Any = None
+    sources: dict | None = None  # name -> the source string each was loaded from, for /healthz
+
+
+def embed_text(models: Models, texts: list[str]) -> list[list[float]]:
+    return text_features(models.clip, texts).tolist()
+
+
+def embed_image(models: Models, images: list) -> list[list[float]]:
+    feats, _, _ = image_features(models.clip, images, batch_size=len(images))
+    return feats.tolist()
+
+
+def classify_images(models: Models, images: list, labels: tuple[str, ...]) -> list:
+    return classify(models.clip, images, labels, top_k=len(labels), batch_size=len(images))
+
+
+def caption_images(models: Models, images: list) -> list[str]:
+    t = models.blip.config.text
+    cfg = GenerationConfig(max_new_tokens=30, eos_id=t.sep_id, pad_id=t.pad_id)  # greedy: deterministic
+    return [text for _, text in captions(models.blip, images, cfg, batch_size=len(images))]
+
+
+def ask(models: Models, pairs: list[tuple], candidates: tuple[str, ...] | None) -> list:
+    images, questions = [p[0] for p in pairs], [p[1] for p in pairs]
+    return answer(models.vqa, images, questions, candidates=list(candidates) if candidates else None,
+                  batch_size=len(pairs))
+
+
+def match_images(models: Models, images: list, texts: tuple[str, ...]) -> list[list[float]]:
+    return match(models.blip, images, list(texts), batch_size=len(images)).tolist()
+
+
+def search(models: Models, queries: list[tuple[str, Any]], k: int) -> list:
+    """Queries are ("text", str) or ("image", PIL image); the index has no batch query, so one at a time."""
+    from ..index import query
+
+    return [query(models.index, models.clip, **{kind: q}, k=k) for kind, q in queries]
+
+
+_TASKS = {"embed_text": embed_text, "embed_image": embed_image, "classify": classify_images,
+          "caption": caption_images, "ask": ask, "match": match_images, "search": search}
+
+
+def runner(models: Models):
+    """run(key, items) for the Batcher: key = (task, *settings)."""
+    def run(key: tuple, items: list) -> list:
+        task = _TASKS.get(key[0])
+        if task is None:
+            raise ClipBlipError(f"unknown task {key[0]!r}")
+        with torch.inference_mode():
+            return task(models, items, *key[1:])
+    return run
