@@ -31,7 +31,7 @@ from ..generate import GenerationConfig
 from .caption import caption_ids, prompt_ids, require_blip
 
 BINS = 50  # score histogram bins over [0, 1]
-PASS_THROUGH_DROPPED = ("image", "caption", "captions", "noise", "negatives")
+REPLACED_FIELDS = ("image", "caption", "captions", "noise", "negatives")  # the output record sets its own
 
 
 @dataclass
@@ -118,13 +118,14 @@ def filter_records(captioner, filt, records: list[dict], cfg: CapFiltConfig, see
         labels = r.get("noise") if isinstance(r.get("noise"), list) and len(r["noise"]) == n_orig else None
         cands = []
         for j, (text, p) in enumerate(zip(row, sc)):
-            c = {"text": text, "source": "original" if j < n_orig else "synthetic", "score": round(p, 6),
-                 "kept": p >= cfg.threshold}
+            score = round(p, 6)  # the verdict follows the stored score, so the file agrees with itself
+            c = {"text": text, "source": "original" if j < n_orig else "synthetic", "score": score,
+                 "kept": score >= cfg.threshold}
             if labels is not None and j < n_orig:
                 c["noise"] = labels[j]
             cands.append(c)
         kept = [c["text"] for c in cands if c["kept"]]
-        extra = {k: v for k, v in r.items() if k not in PASS_THROUGH_DROPPED}
+        extra = {k: v for k, v in r.items() if k not in REPLACED_FIELDS}
         out.append({**extra, "captions": kept, "caption": kept[0] if kept else None, "candidates": cands})
     return out
 
@@ -136,10 +137,12 @@ def _part_path(out: Path, k: int) -> Path:
     return out / "parts" / f"part-{k:06d}.json"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    """Write to a temp file, fsync, rename: `path` is either absent or complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -156,15 +159,8 @@ def _image_ref(record: dict, out: Path) -> str:
     name = hashlib.sha1(data).hexdigest()[:16] + "." + (_image_format(data) or "png")
     path = out / "images" / name
     if not path.exists():
-        _write_atomic_bytes(path, data)
+        _write_atomic(path, data)
     return f"images/{name}"
-
-
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _parts(records, part_size: int):

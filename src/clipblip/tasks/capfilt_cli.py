@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from ..catalog import DEFAULT
-from ..errors import ClipBlipError
 
 
 def cmd_capfilt(args) -> int:
