@@ -73,10 +73,13 @@ def train_on(data: Path, out: Path, cfg: GainConfig):
     from ..train.loop import train
 
     if not (out / "model").exists():
+        import torch
+
         overrides = [f"data={data}", f"steps={cfg.steps}", f"batch_size={cfg.batch_size}",
                      f"warmup={max(cfg.steps // 10, 1)}", "eval_every=0", "eval_n=0", "save_every=50",
                      "progress=false", f"seed={cfg.seed}", f"out={out}"]
-        train(resolve("shapes-clip", overrides=overrides), resume=latest(out / "checkpoints") is not None)
+        with torch.inference_mode(False), torch.enable_grad():  # callers (compare) may run in inference mode
+            train(resolve("shapes-clip", overrides=overrides), resume=latest(out / "checkpoints") is not None)
     return load(out / "model")
 
 

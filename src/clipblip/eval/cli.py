@@ -61,15 +61,12 @@ def _capfilt(blip, where: Path, out: Path, progress: bool) -> dict:
     report."""
     import shutil
 
-    import torch
-
     from .capfilt_gain import run
 
     if blip is None:
         raise ClipBlipError("--capfilt needs a BLIP model (the captioner and filter): leave --blip at its default "
                             "or give one")
-    with torch.inference_mode(False), torch.enable_grad():  # the experiment trains CLIPs
-        results = run(where, blip, progress=progress)
+    results = run(where, blip, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results["plot"], out / "capfilt_scores.png")
     return {**results, "plot_file": "capfilt_scores.png"}
