@@ -30,7 +30,7 @@ class GainConfig:
     n: int = 3000  # web images in the corpus, one caption each (an alt-text)
     noise: float = 0.5  # share of noisy captions: half wrong, half partly wrong
     calibration_n: int = 256  # labelled web images (indices after the corpus) that set the threshold
-    steps: int = 500
+    steps: int = 1000
     batch_size: int = 64
     eval_n: int = 500  # test-split scenes for R@1 and zero-shot
     seed: int = 0

@@ -86,7 +86,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--capfilt", nargs="?", const="", metavar="DIR",
-                   help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 30 min on "
+                   help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 35 min on "
                         "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")
     common(p, model=None)
     p.set_defaults(run=cmd_compare)
