@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed
 from ..errors import ClipBlipError
 from ..generate import GenerationConfig
 from .caption import caption_ids, prompt_ids, require_blip
@@ -140,7 +141,7 @@ def _part_path(out: Path, k: int) -> Path:
 def _write_atomic(path: Path, data: str | bytes) -> None:
     """Write to a temp file, fsync, rename: `path` is either absent or complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: ranks may write the same image
     with open(tmp, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
         f.flush()
@@ -219,10 +220,14 @@ def capfilt(data, out, captioner, filt=None, cfg: CapFiltConfig | None = None, *
         captioner._require("decoder", "write synthetic captions")
     filt._require("itm", "filter captions")
     out = Path(out)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    _check_settings(out, cfg)
-    for stale in (out / "parts").glob("*.tmp"):
-        stale.unlink()
+    if rank == 0:  # before any rank writes: another rank's temp file is never taken for a stale one
+        (out / "parts").mkdir(parents=True, exist_ok=True)
+        _check_settings(out, cfg)
+        for stale in (out / "parts").glob("*.tmp"):
+            stale.unlink()
+    distributed.barrier()
+    if rank != 0:
+        _check_settings(out, cfg)
     records = _open(data)
     total = len(records) if hasattr(records, "__len__") else None
     bar = tqdm(total=total, desc=f"capfilt{f' rank {rank}' if world > 1 else ''}", unit="img",
