@@ -18,6 +18,7 @@ Each kept or dropped caption is a candidate {"text", "source": "original" | "syn
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -28,8 +29,8 @@ import torch
 
 from .. import distributed
 from ..errors import ClipBlipError
-from ..generate import GenerationConfig
-from .caption import caption_ids, prompt_ids, require_blip
+from ..generate import GenerationConfig, generate
+from .caption import prompt_ids, require_blip
 
 BINS = 50  # score histogram bins over [0, 1]
 REPLACED_FIELDS = ("image", "caption", "captions", "noise", "negatives")  # the output record sets its own
@@ -64,24 +65,24 @@ def _device(model) -> torch.device:
 
 
 @torch.no_grad()
-def synthetic_captions(captioner, pixels: torch.Tensor, cfg: CapFiltConfig, seed: int) -> list[list[str]]:
-    """`cfg.n_synthetic` nucleus-sampled captions per image of `pixels` [B, 3, S, S], reproducible from `seed`."""
-    start = prompt_ids(captioner, cfg.prompt)
-    out = [[] for _ in range(len(pixels))]
+def synthetic_captions(captioner, tokens: torch.Tensor, cfg: CapFiltConfig, seed: int) -> list[list[str]]:
+    """`cfg.n_synthetic` nucleus-sampled captions per image of `tokens` (the captioner's image tokens [B, 1 + P, W]),
+    reproducible from `seed`."""
+    start = prompt_ids(captioner, cfg.prompt).to(tokens.device).expand(len(tokens), -1)
+    out = [[] for _ in range(len(tokens))]
     for j in range(cfg.n_synthetic):
         gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
                                top_p=cfg.top_p, seed=seed * 1_000_003 + j, eos_id=captioner.config.text.sep_id,
                                pad_id=captioner.config.text.pad_id)
-        for i, ids in enumerate(caption_ids(captioner, pixels, start, gen)):
+        for i, ids in enumerate(generate(captioner.decoder(tokens), start, gen)):
             out[i].append(captioner.tokenizer.decode(ids).strip())
     return out
 
 
 @torch.no_grad()
-def match_scores(filt, pixels: torch.Tensor, texts: list[list[str]], chunk: int = 256) -> list[list[float]]:
-    """ITM match probability of each image (row of `pixels`) with each of its own texts."""
-    device = _device(filt)
-    tokens = filt.image_tokens(pixels.to(device))
+def match_scores(filt, tokens: torch.Tensor, texts: list[list[str]], chunk: int = 256) -> list[list[float]]:
+    """ITM match probability of each image (row of `tokens`, the filter's image tokens) with each of its own texts."""
+    device = tokens.device
     pairs = [(i, t) for i, row in enumerate(texts) for t in row]
     probs = []
     for s in range(0, len(pairs), chunk):
@@ -102,17 +103,20 @@ def originals(record: dict) -> list[str]:
     return [c for c in caps if isinstance(c, str) and c.strip()]
 
 
+@torch.no_grad()
 def filter_records(captioner, filt, records: list[dict], cfg: CapFiltConfig, seed: int):
     """Caption and filter decoded records (their "image" a PIL image); returns one output record per input:
     the kept captions as "captions"/"caption" and every candidate with its source, score and verdict."""
-    pixels = filt.preprocess([r["image"] for r in records])
-    if captioner is not filt and captioner.preprocess != filt.preprocess:
-        cap_pixels = captioner.preprocess([r["image"] for r in records])
+    images = [r["image"] for r in records]
+    tokens = filt.image_tokens(filt.preprocess(images).to(_device(filt)))  # one ViT pass when one model does both
+    if not cfg.n_synthetic:
+        synth = [[] for _ in records]
     else:
-        cap_pixels = pixels
-    synth = synthetic_captions(captioner, cap_pixels, cfg, seed) if cfg.n_synthetic else [[] for _ in records]
+        cap_tokens = tokens if captioner is filt else captioner.image_tokens(
+            captioner.preprocess(images).to(_device(captioner)))
+        synth = synthetic_captions(captioner, cap_tokens, cfg, seed)
     texts = [originals(r) + s for r, s in zip(records, synth)]
-    scores = match_scores(filt, pixels, texts)
+    scores = match_scores(filt, tokens, texts)
     out = []
     for r, s, row, sc in zip(records, synth, texts, scores):
         n_orig = len(row) - len(s)
@@ -418,17 +422,10 @@ def labelled_scores(filt, data, cfg: CapFiltConfig, limit: int | None = None) ->
     from ..data.readers import decode
 
     scoring = CapFiltConfig(**{**asdict(cfg), "n_synthetic": 0})
-    pairs, batch = [], []
-    for i, r in enumerate(_open(data)):
-        if limit is not None and i >= limit:
-            break
-        d = decode(r)
-        if d is not None and isinstance(r.get("noise"), list):
-            batch.append(d)
-        if len(batch) == cfg.batch_size:
-            pairs += _labelled(filter_records(filt, filt, batch, scoring, 0))
-            batch = []
-    if batch:
+    labelled = (d for r in itertools.islice(_open(data), limit)
+                if isinstance(r.get("noise"), list) and (d := decode(r)) is not None)
+    pairs = []
+    for _, batch in _parts(labelled, cfg.batch_size):
         pairs += _labelled(filter_records(filt, filt, batch, scoring, 0))
     if not pairs:
         raise ClipBlipError("the calibration set has no captions labelled with their noise: each record needs "
