@@ -25,7 +25,7 @@ def index_dir(shapes_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def models(index_dir):
-    from clipblip.serve.cli import load_models
+    from clipblip.serve.work import load_models
 
     return load_models(None, "shapes-blip", "shapes-blip-vqa", str(index_dir))
 

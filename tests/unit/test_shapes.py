@@ -2,7 +2,6 @@
 and by an independent checker written here from the scene dicts), heldout pairs, web noise, VQA answers, VOCAB,
 score_caption, the grid layout and the CLI."""
 
-import argparse
 import json
 import random
 import re
@@ -11,7 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clipblip.data import shapes_captions, shapes_io
+from clipblip.cli import parser
+from clipblip.data import shapes_captions
 from clipblip.data import shapes_text as T
 from clipblip.data.shapes import (ANSWERS, ANSWERS_BY_TYPE, COLORS, RADIUS, SHAPES, SIZES, VOCAB, Obj, Scene,
                                   ShapesWorld, parse, render, score_caption, tokenize)
@@ -317,9 +317,9 @@ def test_labels_and_single_object_scenes(world, samples):
 # ---- CLI --------------------------------------------------------------------------------------------------
 
 def _run_cli(argv):
-    p = argparse.ArgumentParser()
-    shapes_io.add_args(p)
-    return shapes_io.run(p.parse_args(argv))
+    """`clipblip data shapes ARGV`, its errors raised rather than printed."""
+    args = parser().parse_args(["data", "shapes", *argv])
+    return args.run(args)
 
 
 def test_cli_writes_images_and_jsonl(tmp_path, capsys):

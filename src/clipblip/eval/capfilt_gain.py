@@ -13,9 +13,6 @@ when its output is already there, so a killed run resumes (training resumes from
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,14 +34,11 @@ class GainConfig:
 
 
 def _write_web(out: Path, n: int, noise: float, start: int, seed: int) -> Path:
-    from ..data import shapes_io
+    from ..data.shapes_io import write_split
 
-    args = argparse.Namespace(out=str(out), n=n, split="web", seed=seed, size=64, captions=1, noise=noise,
-                              start=start, objects=None, shards=None, json=True)
     path = out / "web.jsonl"
     if not path.exists():
-        with contextlib.redirect_stdout(io.StringIO()):
-            shapes_io.run(args)
+        write_split(out, n, split="web", seed=seed, size=64, captions=1, noise=noise, start=start, progress=False)
     return path
 
 

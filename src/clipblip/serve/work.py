@@ -3,11 +3,13 @@ built on the task functions (no model logic here). Keys are tuples: (task, *sett
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..catalog import DEFAULT
 from ..errors import ClipBlipError
 from ..generate import GenerationConfig
 from ..tasks.caption import captions
@@ -26,6 +28,28 @@ class Models:
     vqa: Any
     index: Any = None
     sources: dict | None = None  # name -> the source string each was loaded from, for /healthz
+
+
+def load_models(clip: str | None, blip: str, vqa: str, index: str | None):
+    """Models for the service; the CLIP model defaults to the one the index was built with."""
+    from .. import load
+
+    idx = None
+    if index:
+        from ..index import Index
+
+        idx = Index.open(index)
+        if clip is None:
+            clip = idx.model
+        elif clip != idx.model:
+            print(f"clipblip: the index was built with {idx.model}, searching it with {clip}", file=sys.stderr)
+    clip = clip or DEFAULT["clip"]
+    models = Models(clip=load(clip).eval(), blip=load(blip).eval(), vqa=load(vqa).eval(), index=idx,
+                    sources={"clip": clip, "blip": blip, "vqa": vqa, "index": index})
+    if idx is not None and idx.dim != models.clip.config.embed_dim:
+        raise ClipBlipError(f"the index holds {idx.dim}-d vectors but {clip} makes "
+                            f"{models.clip.config.embed_dim}-d ones: serve it with the model it was built with")
+    return models
 
 
 def embed_text(models: Models, texts: list[str]) -> list[list[float]]:

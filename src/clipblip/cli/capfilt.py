@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 
 from ..catalog import DEFAULT
+from .common import add_runtime, set_threads
 
 
 def cmd_capfilt(args) -> int:
-    import torch
-
     from .. import distributed, load
-    from .capfilt import CapFiltConfig, calibrate, capfilt, labelled_scores, merge_parts
+    from ..tasks.capfilt import CapFiltConfig, calibrate, capfilt, labelled_scores, merge_parts
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     env = distributed.setup(args.device)
     try:
         captioner = load(args.captioner).to(env.device).eval()
@@ -70,7 +68,7 @@ def _print(summary: dict, out: Path, as_json: bool) -> None:
     print(f"wrote {out / 'captions.jsonl'}, {out / 'summary.json'}, {out / 'scores.png'}")
 
 
-def add_parser(sub, common) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("capfilt", help="BLIP's CapFilt: caption and filter a noisy image-text dataset")
     p.add_argument("--data", required=True, help="the noisy dataset: JSONL, CSV, folder, COCO JSON or shards")
     p.add_argument("--out", required=True, help="output folder: captions.jsonl, summary.json, scores.png")
@@ -89,6 +87,6 @@ def add_parser(sub, common) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: each rank its GPU)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    add_runtime(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_capfilt)

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from ..catalog import DEFAULT
-from ..errors import ClipBlipError
-
-
-def load_models(clip: str | None, blip: str, vqa: str, index: str | None):
-    """Models for the service; the CLIP model defaults to the one the index was built with."""
-    from .. import load
-    from .work import Models
-
-    idx = None
-    if index:
-        from ..index import Index
-
-        idx = Index.open(index)
-        if clip is None:
-            clip = idx.model
-        elif clip != idx.model:
-            print(f"clipblip: the index was built with {idx.model}, searching it with {clip}", file=sys.stderr)
-    clip = clip or DEFAULT["clip"]
-    models = Models(clip=load(clip).eval(), blip=load(blip).eval(), vqa=load(vqa).eval(), index=idx,
-                    sources={"clip": clip, "blip": blip, "vqa": vqa, "index": index})
-    if idx is not None and idx.dim != models.clip.config.embed_dim:
-        raise ClipBlipError(f"the index holds {idx.dim}-d vectors but {clip} makes "
-                            f"{models.clip.config.embed_dim}-d ones: serve it with the model it was built with")
-    return models
+from .common import add_runtime, set_threads
 
 
 def cmd_serve(args) -> int:
-    import torch
     import uvicorn
 
-    from .app import create_app
-    from .forms import Limits
+    from ..serve.app import create_app
+    from ..serve.forms import Limits
+    from ..serve.work import load_models
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     models = load_models(args.model, args.blip, args.vqa, args.index)
     limits = Limits(max_body_bytes=int(args.max_upload_mb * 2**20), max_items=args.max_items)
     app = create_app(models, limits, max_batch=1 if args.no_batching else args.max_batch, wait_ms=args.wait_ms,
@@ -49,7 +24,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def add_parser(sub, common) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("serve", help="HTTP service and web page: embed, classify, search, caption, ask, match")
     p.add_argument("--model", "-m", help=f"CLIP model source (default: the index's model, else {DEFAULT['clip']})")
     p.add_argument("--blip", default=DEFAULT["blip"], help="BLIP model for /caption and /match")
@@ -64,6 +39,6 @@ def add_parser(sub, common) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body, uploads included")
     p.add_argument("--max-items", type=int, default=32, help="most texts, images or labels in one request")
     p.add_argument("--api-key", help="require this key in the X-API-Key header (default: $CLIPBLIP_API_KEY)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    add_runtime(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(run=cmd_serve)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
+from .common import add_common, add_runtime, set_threads
 
 
 def _optional_model(source, default: str):
@@ -25,13 +26,10 @@ def _optional_model(source, default: str):
 
 
 def cmd_compare(args) -> int:
-    from . import benchmark
-    from .report import summary_table, write_report
+    from ..eval import benchmark
+    from ..eval.report import summary_table, write_report
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     clip = _optional_model(args.clip, DEFAULT["clip"])
     blip = _optional_model(args.blip, DEFAULT["blip"])
     blip_vqa = _optional_model(args.blip_vqa, DEFAULT["vqa"])
@@ -61,7 +59,7 @@ def _capfilt(blip, where: Path, out: Path, progress: bool) -> dict:
     report."""
     import shutil
 
-    from .capfilt_gain import run
+    from ..eval.capfilt_gain import run
 
     if blip is None:
         raise ClipBlipError("--capfilt needs a BLIP model (the captioner and filter): leave --blip at its default "
@@ -72,7 +70,7 @@ def _capfilt(blip, where: Path, out: Path, progress: bool) -> dict:
     return {**results, "plot_file": "capfilt_scores.png"}
 
 
-def add_parser(sub, common) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("compare", help="CLIP vs BLIP on the same data: report.md, report.html, results.json")
     for flag, family in (("--clip", "clip"), ("--blip", "blip"), ("--blip-vqa", "vqa")):
         p.add_argument(flag, default=DEFAULT[family],
@@ -84,9 +82,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--n", type=int, default=300, help="scenes per Shapes split, or records of a dataset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare")
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--capfilt", nargs="?", const="", metavar="DIR",
                    help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 35 min on "
                         "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")
-    common(p, model=None)
+    add_runtime(p)
+    add_common(p, model=None)
     p.set_defaults(run=cmd_compare)

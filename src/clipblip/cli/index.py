@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
+from .common import add_common, add_runtime, load_model, report, set_threads
 
 
 def _summary(what: str, r, out) -> list[str]:
@@ -12,60 +13,55 @@ def _summary(what: str, r, out) -> list[str]:
 
 
 def cmd_build(args) -> int:
-    from ..cli import _report
-    from . import build
+    from ..index import build
 
-    _threads(args)
+    set_threads(args, faiss=True)
     r = build(args.source, args.out, args.model, texts=args.texts, format=args.format, image_root=args.image_root,
               kind=args.kind, batch_size=args.batch_size, progress=True)
-    return _report({"index": args.out, **r.to_dict()}, r.skipped, args.json, _summary("built", r, args.out))
+    return report({"index": args.out, **r.to_dict()}, r.skipped, args.json, _summary("built", r, args.out))
 
 
 def cmd_add(args) -> int:
-    from ..cli import _report
-    from . import add
+    from ..index import add
 
-    _threads(args)
+    set_threads(args, faiss=True)
     r = add(args.index, args.source, texts=args.texts, format=args.format, image_root=args.image_root,
             batch_size=args.batch_size, progress=True)
-    return _report({"index": args.index, **r.to_dict()}, r.skipped, args.json, _summary("updated", r, args.index))
+    return report({"index": args.index, **r.to_dict()}, r.skipped, args.json, _summary("updated", r, args.index))
 
 
 def cmd_delete(args) -> int:
-    from ..cli import _report
     from ..tasks.inputs import Skipped
-    from . import delete
+    from ..index import delete
 
     r, missing = delete(args.index, args.ids)
     skipped = Skipped()
     for i in missing:
         skipped.add(i, "no item with this id")
-    return _report({"index": args.index, **r.to_dict()}, skipped, args.json,
+    return report({"index": args.index, **r.to_dict()}, skipped, args.json,
                    [f"removed {r.removed} items from {args.index}: {r.count} left; version {r.version}"])
 
 
 def cmd_search(args) -> int:
-    from ..cli import _report
     from ..tasks.inputs import Skipped
-    from . import Index, query
-    from .build import load_model
+    from ..index import Index, query
 
     if (args.query is None) == (args.image is None):
         raise ClipBlipError("give a text query or --image Q.jpg (one of them)")
-    _threads(args)
+    set_threads(args, faiss=True)
     idx = Index.open(args.index)
-    model = load_model(args.model or idx.model)
-    blip = load_model(args.rerank) if args.rerank else None
+    model = load_model(args, args.model or idx.model)
+    blip = load_model(args, args.rerank) if args.rerank else None
     hits = query(idx, model, text=args.query, image=args.image, k=args.top_k, blip=blip, shortlist=args.shortlist)
     rows = [{"id": h.id, "score": h.score, "path": h.path, "caption": h.caption, "meta": h.meta} for h in hits]
     lines = [f"{h.score:.4f}  #{h.id}  {h.path or ''}  {h.caption or ''}".rstrip() for h in hits]
-    return _report({"query": args.query or args.image, "hits": rows}, Skipped(), args.json, lines)
+    return report({"query": args.query or args.image, "hits": rows}, Skipped(), args.json, lines)
 
 
 def cmd_info(args) -> int:
     import json
 
-    from . import Index
+    from ..index import Index
 
     idx = Index.open(args.index)
     info = {"index": args.index, "count": len(idx), "dim": idx.dim, "model": idx.model, "kind": idx.kind,
@@ -73,14 +69,6 @@ def cmd_info(args) -> int:
     print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
     return 0
 
-
-def _threads(args) -> None:
-    if getattr(args, "threads", 0):
-        import faiss
-        import torch
-
-        torch.set_num_threads(args.threads)
-        faiss.omp_set_num_threads(args.threads)
 
 
 def _source_args(p, model: bool) -> None:
@@ -91,11 +79,11 @@ def _source_args(p, model: bool) -> None:
         p.add_argument("--model", "-m", default=DEFAULT["clip"],
                        help=f"CLIP model: path, directory or catalog name (default: the embedded {DEFAULT['clip']})")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's and faiss's choice)")
+    add_runtime(p)
 
 
-def add_parser(sub, common) -> None:
-    from .kinds import KINDS
+def add_parsers(sub) -> None:
+    from ..index.kinds import KINDS
 
     idx = sub.add_parser("index", help="semantic search index: faiss vectors + SQLite metadata")
     isub = idx.add_subparsers(dest="index_command", required=True)
@@ -104,18 +92,18 @@ def add_parser(sub, common) -> None:
     p.add_argument("--out", "-o", required=True, help="the index directory")
     p.add_argument("--kind", default="auto", choices=["auto", *KINDS], help="faiss index (auto: by size)")
     _source_args(p, model=True)
-    common(p, model=None)
+    add_common(p, model=None)
     p.set_defaults(run=cmd_build)
     p = isub.add_parser("add", help="add a folder or dataset to an index (changed files re-embedded)")
     p.add_argument("index")
     p.add_argument("source", nargs="?")
     _source_args(p, model=False)
-    common(p, model=None)
+    add_common(p, model=None)
     p.set_defaults(run=cmd_add)
     p = isub.add_parser("delete", help="remove items by id")
     p.add_argument("index")
     p.add_argument("ids", nargs="+", type=int)
-    common(p, model=None)
+    add_common(p, model=None)
     p.set_defaults(run=cmd_delete)
     p = isub.add_parser("search", help="top-k items for a text or an image (--image), optional BLIP ITM rerank")
     p.add_argument("index")
@@ -126,11 +114,11 @@ def add_parser(sub, common) -> None:
     p.add_argument("--rerank", nargs="?", const=DEFAULT["blip"], metavar="BLIP",
                    help=f"rerank the shortlist with a BLIP model's ITM head (default BLIP: {DEFAULT['blip']})")
     p.add_argument("--shortlist", type=int, default=50, help="how many hits the rerank scores")
-    p.add_argument("--threads", type=int, default=0)
-    common(p, model=None)
+    add_runtime(p)
+    add_common(p, model=None)
     p.set_defaults(run=cmd_search)
     p = isub.add_parser("info", help="size, kind and model of an index")
     p.add_argument("index")
-    common(p, model=None)
+    add_common(p, model=None)
     p.set_defaults(run=cmd_info)
 

@@ -1,0 +1,45 @@
+"""`clipblip`: one entry point, a subcommand per task; one module per command group, shared options in common.py.
+
+Exit codes: see common.py (0 done, 1 error, 2 usage, 3 done with skipped inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ClipBlipError
+from .common import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    from . import blip, capfilt, compare, data, features, index, models, score, serve, train
+
+    ap = argparse.ArgumentParser(prog="clipblip", description="CLIP and BLIP: models, checkpoints, applications")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for group in (models, features, blip, compare, train, capfilt, data, score, index, serve):
+        group.add_parsers(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    import torch
+
+    args = parser().parse_args(argv)
+    try:
+        if getattr(args, "grad", False):
+            return args.run(args)
+        with torch.inference_mode():
+            return args.run(args)
+    except ClipBlipError as e:
+        print(f"clipblip: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # an output path that cannot be written, a full disk
+        print(f"clipblip: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("clipblip: interrupted", file=sys.stderr)
+        return 130
+

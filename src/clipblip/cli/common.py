@@ -1,0 +1,93 @@
+"""What every command shares: the common options, a model from the arguments, reporting, exit codes.
+
+Exit codes: 0 all done; 1 an error (one line on stderr, no traceback); 2 bad usage; 3 done, but some inputs
+were skipped (each listed on stderr, or under "skipped" with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ClipBlipError
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+
+
+def add_common(p: argparse.ArgumentParser, model: str | None = "clip") -> None:
+    """--json, and for a command that runs one model: the model, its batches and the runtime options.
+
+    `model` is the family whose embedded model is the default (None: the command names its models itself)."""
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    if model:
+        from ..catalog import DEFAULT
+
+        p.add_argument("--model", "-m", default=DEFAULT[model],
+                       help=f"checkpoint path, directory, or catalog name (default: the embedded {DEFAULT[model]})")
+        p.add_argument("--arch", help="architecture of a bare open_clip file, e.g. ViT-B-32")
+        p.add_argument("--batch-size", type=int, default=32, help="images or texts per model call (default 32)")
+        p.add_argument("--fast", action="store_true", help="fast JPEG decode (DCT downscale; see docs)")
+        add_runtime(p)
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """Where and how the models of a command run."""
+    p.add_argument("--threads", type=int, default=0, help="torch (and faiss) CPU threads (default: their choice)")
+
+
+def set_threads(args, faiss: bool = False) -> None:
+    """Apply --threads to torch (and to faiss, for the commands that search with it)."""
+    n = getattr(args, "threads", 0)
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+        if faiss:
+            import faiss as faiss_lib
+
+            faiss_lib.omp_set_num_threads(n)
+
+
+def load_model(args, source=None):
+    """The model named by `source` (default --model), loaded as the runtime options say."""
+    from .. import load
+
+    set_threads(args)
+    model = load(source if source is not None else args.model, arch=getattr(args, "arch", None))
+    if getattr(args, "fast", False):
+        from dataclasses import replace
+
+        model.preprocess = replace(model.preprocess, fast=True)
+    return model
+
+
+def require_blip(model, what: str) -> None:
+    if model.config.family != "blip":
+        raise ClipBlipError(f"{what} needs a BLIP model (see `clipblip models --family blip`)")
+
+
+def listed(items, path) -> list[str]:
+    """Items given on the command line, then the non-empty lines of `path` (if any)."""
+    out = list(items or [])
+    if path:
+        try:
+            out += [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise ClipBlipError(f"cannot read {path}: {e.strerror}") from None
+    return out
+
+
+def report(result: dict, skipped, as_json: bool, lines) -> int:
+    """Print the result (JSON or text lines) and the skipped items; the exit code says whether any were skipped."""
+    if as_json:
+        print(json.dumps({**result, "skipped": [{"item": i, "error": e} for i, e in skipped.items]}, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    for item, error in skipped.items:
+        print(f"skipped {item}: {error}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} input(s) skipped", file=sys.stderr)
+    return EXIT_PARTIAL if skipped else EXIT_OK

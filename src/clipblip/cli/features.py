@@ -1,0 +1,110 @@
+"""`clipblip embed`, `classify`, `search`: embeddings and what is done with them (any CLIP, or BLIP's ITC)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ClipBlipError
+from .common import add_common, listed, load_model, report, require_blip
+
+
+def cmd_embed(args) -> int:
+    from ..tasks.inputs import Skipped, find_images, image_features, text_features
+
+    texts = listed(args.texts, args.texts_file)
+    images = find_images(args.images) if args.images else []
+    if not texts and not images:
+        raise ClipBlipError("nothing to embed: give --images and/or --texts / --texts-file")
+    out = Path(args.output)
+    if out.suffix not in (".safetensors", ".npy"):
+        raise ClipBlipError(f"output {out} must end in .safetensors or .npy")
+    if out.suffix == ".npy" and texts and images:
+        raise ClipBlipError("a .npy file holds one array: embed images and texts to separate files, or use .safetensors")
+    model = load_model(args)
+    tensors, meta, skipped = {}, {}, Skipped()
+    if images:
+        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+        tensors["image_features"], meta["images"] = feats, [str(images[i]) for i in kept]
+    if texts:
+        tensors["text_features"], meta["texts"] = text_features(model, texts, progress=True), texts
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        import numpy as np
+
+        (name, array), = tensors.items()
+        np.save(out, array.numpy())
+        out.with_suffix(".json").write_text(json.dumps(meta, indent=1))  # which row is which
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
+    shapes = {k: list(v.shape) for k, v in tensors.items()}
+    return report({"output": str(out), "shapes": shapes}, skipped, args.json,
+                  [f"wrote {out}: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())])
+
+
+def cmd_classify(args) -> int:
+    from ..tasks.inputs import find_images, image_features
+    from ..tasks.zeroshot import class_embeddings, scores, top_labels
+
+    labels = listed(args.labels, args.labels_file)
+    images = find_images(args.images)
+    model = load_model(args)
+    class_feats = class_embeddings(model, labels, args.templates)
+    feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+    results = top_labels(scores(model, feats, class_feats), labels, args.top_k)
+    rows = [{"image": str(images[i]), "labels": [{"label": lab, "prob": p} for lab, p in r]}
+            for i, r in zip(kept, results)]
+    lines = [f"{row['image']}: " + ", ".join(f"{x['label']} {x['prob']:.3f}" for x in row["labels"]) for row in rows]
+    return report({"results": rows}, skipped, args.json, lines)
+
+
+def cmd_search(args) -> int:
+    from ..tasks.inputs import Skipped, find_images, image_features
+    from ..tasks.retrieval import text_to_image
+
+    images = find_images(args.images)
+    model = load_model(args)
+    if args.rerank:
+        from ..tasks.itm import image_tokens, rerank_text_to_image
+
+        require_blip(model, "--rerank")
+        skipped = Skipped()
+        tokens, feats, kept = image_tokens(model, images, args.batch_size, True, skipped, progress=True)
+        hits = rerank_text_to_image(model, args.queries, tokens, feats, args.top_k)
+    else:
+        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+        hits = text_to_image(model, args.queries, feats, args.top_k)
+    rows = [{"query": q, "hits": [{"image": str(images[kept[j]]), "score": s} for j, s in h]}
+            for q, h in zip(args.queries, hits)]
+    lines = []
+    for row in rows:
+        lines += [f"{row['query']}:"] + [f"  {h['score']:.4f}  {h['image']}" for h in row["hits"]]
+    return report({"results": rows}, skipped, args.json, lines)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("embed", help="embed images and/or texts to .safetensors or .npy")
+    p.add_argument("--images", nargs="+", help="image files or directories")
+    p.add_argument("--texts", nargs="+")
+    p.add_argument("--texts-file", help="one text per line")
+    p.add_argument("--output", "-o", required=True)
+    add_common(p)
+    p.set_defaults(run=cmd_embed)
+    p = sub.add_parser("classify", help="zero-shot classification")
+    p.add_argument("images", nargs="+", help="image files or directories")
+    p.add_argument("--labels", nargs="+")
+    p.add_argument("--labels-file", help="one class name per line")
+    p.add_argument("--templates", nargs="+", help="prompt templates with {} for the label")
+    p.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
+    add_common(p)
+    p.set_defaults(run=cmd_classify)
+    p = sub.add_parser("search", help="text-to-image search over a folder")
+    p.add_argument("queries", nargs="+")
+    p.add_argument("--images", nargs="+", required=True, help="image files or directories")
+    p.add_argument("--top-k", type=int, default=5, help="hits shown per query (default 5)")
+    p.add_argument("--rerank", action="store_true", help="BLIP: rerank the ITC shortlist with the ITM head")
+    add_common(p)
+    p.set_defaults(run=cmd_search)

@@ -1,0 +1,56 @@
+"""`clipblip models` (the catalog) and `clipblip convert` (write a checkpoint in another layout)."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import ClipBlipError
+from .common import add_common, report
+
+
+def cmd_models(args) -> int:
+    from .. import catalog, hub
+
+    rows = [{"name": name, "family": family, "arch": "shapes", "hub_id": None, "format": "native",
+             "cached": True, "embedded": True} for name, family in catalog.EMBEDDED.items()
+            if catalog.embedded(name) and args.family in (None, family)]
+    for name in catalog.names(args.family):
+        e = catalog.get(name)
+        rows.append({"name": name, "family": e.family, "arch": e.arch, "hub_id": e.hub_id, "format": e.format,
+                     "cached": hub.is_cached(e)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            where = "embedded" if r.get("embedded") else "cached" if r["cached"] else ""
+            print(f"{r['name']:<48} {r['family']:<5} {r['hub_id'] or '-':<52} {where}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .. import load, save
+    from ..export import export_hf
+    from ..tasks.inputs import Skipped
+
+    model = load(args.source, arch=args.arch)
+    if args.parts and args.to != "hf":
+        raise ClipBlipError("--parts picks the Hugging Face BLIP class to export to: use it with --to hf")
+    out = export_hf(model, args.output, args.parts) if args.to == "hf" else save(model, args.output)
+    return report({"output": str(out), "format": args.to}, Skipped(), args.json, [f"wrote {args.to} model to {out}"])
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("models", help="list the catalog of known releases")
+    p.add_argument("--family", choices=["clip", "blip"])
+    add_common(p, model=None)
+    p.set_defaults(run=cmd_models)
+    p = sub.add_parser("convert", help="write a checkpoint in the native (or Hugging Face) format")
+    p.add_argument("source")
+    p.add_argument("output")
+    p.add_argument("--to", choices=["native", "hf"], default="native")
+    p.add_argument("--parts", nargs="+", choices=["encoder", "decoder", "itc", "itm"],
+                   help="BLIP to HF: the heads to export (decoder: captioning; encoder itc itm: retrieval; "
+                        "encoder decoder: VQA)")
+    p.add_argument("--arch", help="architecture of a bare open_clip file")
+    add_common(p, model=None)
+    p.set_defaults(run=cmd_convert)
