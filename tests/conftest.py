@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -10,6 +11,10 @@ from _torchvision_shim import define_missing_ops
 define_missing_ops()
 # Two threads make tiny ops ~40x slower on these 2-core machines.
 torch.set_num_threads(1)
+# Parity is checked in fp32 on the CPU, whatever "auto" would pick here (bf16 on a CPU with AMX); subprocesses
+# inherit it. The precision tests ask for other precisions by name.
+os.environ["CLIPBLIP_DEVICE"] = "cpu"
+os.environ["CLIPBLIP_PRECISION"] = "fp32"
 
 
 @pytest.fixture(autouse=True)

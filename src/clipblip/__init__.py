@@ -18,20 +18,24 @@ __all__ = ["ClipBlipError", "answer", "caption", "classify", "match", "image_fea
            "text_to_image", "clipscore", "refclipscore", "rerank", "guidance_loss", "guide", "__version__"]
 
 
-def load(source, *, arch: str | None = None):
-    """A model from a native or Hugging Face directory, an OpenAI/open_clip file, or a catalog name.
+def load(source, *, arch: str | None = None, device: str = "auto", precision: str = "auto"):
+    """A model from a native or Hugging Face directory, an OpenAI/open_clip file, or a catalog name, on `device`
+    at `precision` (the rule, and what "auto" means, is in clipblip/runtime.py).
 
     `arch` names the architecture of a bare open_clip file (e.g. 'ViT-B-32'), whose activation and head counts
     are not in its tensors.
     """
-    from . import checkpoint
+    from . import checkpoint, runtime
 
+    rt = runtime.resolve(device, precision)  # a bad device or precision fails before any file is read
     path = Path(source)
     if path.is_dir():
-        return checkpoint.load_dir(path, arch)
-    if path.is_file():
-        return checkpoint.load_file_checkpoint(path, arch)
-    return _load_catalog(str(source))
+        model = checkpoint.load_dir(path, arch)
+    elif path.is_file():
+        model = checkpoint.load_file_checkpoint(path, arch)
+    else:
+        model = _load_catalog(str(source))
+    return runtime.apply(model.eval(), rt)
 
 
 def _load_catalog(name: str):

@@ -91,7 +91,8 @@ def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Modul
 
 
 def save(model, directory) -> Path:
-    """Write the native format: config.json + model.safetensors."""
+    """Write the native format: config.json + model.safetensors, in the dtype the model has (bf16 stays bf16)."""
+    refuse_int8(model, "save")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     C.save(model.config, directory)
@@ -100,6 +101,12 @@ def save(model, directory) -> Path:
     sd = {k: v.detach().contiguous().cpu() for k, v in state.items() if alias[k] == k}  # tied weights once
     save_file(sd, str(directory / WEIGHTS), metadata={"format": "pt", "family": model.config.family})
     return directory
+
+
+def refuse_int8(model, what: str) -> None:
+    if getattr(model, "precision", "fp32") == "int8":
+        raise ClipBlipError(f"cannot {what} an int8 model (its Linear weights are packed for torch's int8 kernels): "
+                            f"load it with precision='fp32' (or bf16) and {what} that")
 
 
 def load_native(directory: Path):

@@ -16,6 +16,9 @@ from .errors import ClipBlipError
 def export_hf(model, directory, parts: tuple[str, ...] | None = None) -> Path:
     """CLIP -> CLIPModel; BLIP -> the Blip* class its parts make (caption, retrieval or VQA). `parts` exports a
     subset of a BLIP, e.g. ("decoder",) turns a pretrained BLIP with every head into a captioning model."""
+    from .checkpoint import refuse_int8
+
+    refuse_int8(model, "export")
     if parts is not None:
         model = _subset(model, tuple(parts))
     converter = {"clip": hf_clip, "blip": blip}.get(model.config.family)

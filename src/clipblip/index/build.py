@@ -175,7 +175,7 @@ def _embed_images(model, batch: list[Item]) -> list[dict]:
         meta = {"kind": "image", "width": image.width, "height": image.height, **it.meta}
         good.append((it, digest(data), meta, len(data)))
     if images:
-        device = next(model.parameters()).device
+        device = model.device
         feats = F.normalize(model.encode_image(model.preprocess(images).to(device)).float(), dim=-1).cpu().numpy()
         rows += [_row(it, h, meta, vector=v, size=size) for (it, h, meta, size), v in zip(good, feats)]
     return rows

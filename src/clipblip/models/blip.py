@@ -87,15 +87,15 @@ class BLIP(CarriesPreprocess, nn.Module):
 
     # ---- ITC ---------------------------------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, embed_dim] ITC image features, not normalized."""
+        """[B, embed_dim] ITC image features, not normalized (float32, whatever the model's precision)."""
         self._require("itc", "compute ITC features")
-        return self.vision_proj(self.visual(pixels))
+        return self.vision_proj(self.visual(pixels)).float()
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, embed_dim] ITC text features (unimodal encoder, [CLS]), not normalized."""
         self._require("itc", "compute ITC features")
         ids = ids.to(self.temp.device)
-        return self.text_proj(self.text_encoder(ids, mask=self._self_mask(ids))[:, 0])
+        return self.text_proj(self.text_encoder(ids, mask=self._self_mask(ids))[:, 0]).float()
 
     # ---- image-grounded paths ------------------------------------------------------------------------------------
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class BLIP(CarriesPreprocess, nn.Module):
         `image_kv` from `image_kv` for 1 image (broadcast over the T texts) or for T images."""
         self._require("itm", "score image-text matching")
         h = self.text_encoder(ids, mask=self._self_mask(ids), context_kv=image_kv)
-        return self.itm_head(h[:, 0])
+        return self.itm_head(h[:, 0]).float()
 
     def encode_question(self, ids: torch.Tensor, image_kv) -> torch.Tensor:
         """VQA: the question encoded with cross-attention to the image, [B, L, W]."""
@@ -128,7 +128,7 @@ class BLIP(CarriesPreprocess, nn.Module):
         """Teacher-forced next-token logits [B, L, V] for decoder input `ids` (starting with [DEC])."""
         h = self.text_decoder(ids, mask=self._self_mask(ids, causal=True), causal=True, context_kv=context_kv,
                               context_mask=context_mask)
-        return self.lm_head(h, self.text_decoder.word_embed.weight)
+        return self.lm_head(h, self.text_decoder.word_embed.weight).float()
 
 
 class TextDecoder:
@@ -145,7 +145,7 @@ class TextDecoder:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         h = self.model.text_decoder(ids, causal=True, context_kv=self.context_kv, context_mask=self.context_mask,
                                     caches=self.caches)
-        return self.model.lm_head(h[:, -1], self.model.text_decoder.word_embed.weight)
+        return self.model.lm_head(h[:, -1], self.model.text_decoder.word_embed.weight).float()
 
     def reorder(self, index: torch.Tensor) -> None:
         for cache in self.caches:

@@ -36,11 +36,11 @@ class CLIP(CarriesPreprocess, nn.Module):
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] normalized pixels -> [B, D] projected features, not normalized (as OpenAI's)."""
-        return self.visual(pixels)
+        return self.visual(pixels).float()
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, L] token ids -> [B, D] projected features, not normalized."""
-        return self.text(tokens.to(self.logit_scale.device))
+        return self.text(tokens.to(self.logit_scale.device)).float()
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits per image [B_img, B_txt] and per text (its transpose), scaled by exp(logit_scale)."""

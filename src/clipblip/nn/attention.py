@@ -81,10 +81,12 @@ class Attention(_Heads):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return self.proj(self.merge(out))
 
-
     def first_token(self, x):
         """The output at the first position only, attending to all of `x` (a pooled model's last block needs
         nothing else): the keys/values are computed for every token, the rest for one."""
+        if not isinstance(self.qkv, nn.Linear):  # int8: a quantized layer has no float weight to split
+            q, k, v = (self.split(t) for t in self.qkv(x).chunk(3, dim=-1))
+            return self.proj(self.merge(F.scaled_dot_product_attention(q[:, :, :1], k, v)))
         w_q, w_kv = self.qkv.weight.split([x.shape[-1], 2 * x.shape[-1]])
         b_q, b_kv = self.qkv.bias.split([x.shape[-1], 2 * x.shape[-1]]) if self.qkv.bias is not None else (None, None)
         q = self.split(F.linear(x[:, :1], w_q, b_q))

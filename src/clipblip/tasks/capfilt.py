@@ -61,7 +61,7 @@ class CapFiltConfig:
 
 
 def _device(model) -> torch.device:
-    return model.visual.patch_embed.weight.device
+    return model.device
 
 
 @torch.no_grad()

@@ -50,6 +50,6 @@ def captions(model, images, cfg: GenerationConfig, prompt=None, batch_size: int 
 
 def caption_ids(model, pixels: torch.Tensor, start: torch.Tensor, cfg: GenerationConfig) -> list[list[int]]:
     """New token ids per image, for preprocessed pixels [B, 3, S, S] and a prompt [1, L]."""
-    device = model.visual.patch_embed.weight.device
+    device = model.device
     tokens = model.image_tokens(pixels.to(device))
     return generate(model.decoder(tokens), start.to(device).expand(tokens.shape[0], -1), cfg)

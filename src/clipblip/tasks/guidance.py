@@ -143,7 +143,7 @@ def guide(model, prompt: str, steps: int = 150, size: int | None = None, init=No
     size = size or model.preprocess.size
     if steps < 0 or cutn < 1 or size < 8 or not 0 < min_scale <= 1:
         raise ClipBlipError("guide needs steps >= 0, cutn >= 1, size >= 8 and 0 < min_scale <= 1")
-    device = next(model.parameters()).device
+    device = model.device
     with torch.inference_mode(False), torch.enable_grad(), _frozen(model):
         image = ImageParam(start_image(size, init, seed).to(device), PARAMS[param])
         text_feats = text_features(model, [prompt]).to(device).clone()  # a normal tensor, not an inference one

@@ -76,7 +76,7 @@ def pixel_batches(model, images, batch_size: int = 32, skip_bad: bool = False, s
 def image_features(model, images, batch_size: int = 32, skip_bad: bool = False, progress: bool = False):
     """L2-normalized image features [N, D] and the indices of the images they belong to, plus what was skipped."""
     skipped, feats, kept = Skipped(), [], []
-    device = next(model.parameters()).device
+    device = model.device
     for idx, pixels in pixel_batches(model, images, batch_size, skip_bad, skipped, progress):
         feats.append(F.normalize(model.encode_image(pixels.to(device)).float(), dim=-1).cpu())
         kept += idx
@@ -88,7 +88,7 @@ def image_features(model, images, batch_size: int = 32, skip_bad: bool = False, 
 def text_features(model, texts, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """L2-normalized text features [N, D]."""
     texts = [texts] if isinstance(texts, str) else list(texts)
-    device = next(model.parameters()).device
+    device = model.device
     out = []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="texts", unit="batch", disable=not progress or len(starts) < 2):

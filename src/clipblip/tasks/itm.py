@@ -16,7 +16,7 @@ def image_tokens(model, images, batch_size: int = 16, skip_bad: bool = False, sk
     """ViT tokens [N, 1 + P, W] and ITC features [N, D] (normalized) of images, from one tower pass, with the
     indices of the images kept."""
     toks, feats, kept = [], [], []
-    device = model.visual.patch_embed.weight.device
+    device = model.device
     for idx, pixels in pixel_batches(model, images, batch_size, skip_bad, skipped, progress):
         t = model.image_tokens(pixels.to(device))
         toks.append(t)
@@ -44,9 +44,9 @@ def match(model, images, texts, batch_size: int = 16) -> torch.Tensor:
     require_blip(model, "image-text matching")
     model._require("itm", "score image-text matching")
     texts = [texts] if isinstance(texts, str) else list(texts)
-    ids = model.tokenize(texts, first="enc").to(model.itm_head.weight.device)
+    ids = model.tokenize(texts, first="enc").to(model.device)
     tokens, _, _ = image_tokens(model, images, batch_size)
-    return itm_scores(model, tokens, ids).softmax(-1)[..., 1]
+    return itm_scores(model, tokens, ids).softmax(-1)[..., 1].cpu()
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ def _pair(model, images, questions):
 def question_states(model, pixels: torch.Tensor, questions: list[str]):
     """Questions encoded against their images: states [B, L, W] and keep-mask [B, L]. Questions start with [ENC]
     as in BLIP's VQA code (HF's port starts them with [CLS])."""
-    device = model.visual.patch_embed.weight.device
+    device = model.device
     ids = model.tokenize(questions, first="enc").to(device)
     kv = model.image_kv(model.image_tokens(pixels.to(device)))
     return model.encode_question(ids, kv), ids != model.config.text.pad_id

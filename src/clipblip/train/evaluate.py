@@ -22,7 +22,7 @@ def val_loss(model, cfg, momentum=None) -> float:
     data = ShapesRecords("val", **{**cfg.shapes, "n": cfg.eval_n})
     collate = Collate(model, "vqa" if cfg.objective == "vqa" else model.config.family)
     fn = objectives.OBJECTIVES[cfg.objective]
-    device = next(model.parameters()).device
+    device = model.device
     total, count, size = 0.0, 0, min(cfg.batch_size, 64)
     for start in range(0, len(data), size):
         batch = collate([(data[i], i, 0) for i in range(start, min(start + size, len(data)))])
