@@ -43,18 +43,21 @@ class Report:
 
 
 def build(source, out, model="shapes-clip", *, texts=None, format=None, image_root=None, kind: str = "auto",
-          batch_size: int = 32, progress: bool = False) -> Report:
+          batch_size: int = 32, progress: bool = False, device: str = "auto", precision: str = "auto") -> Report:
     """Make `out` hold exactly the images of `source` (a folder or dataset; None: none) and the lines of `texts`;
-    an existing index is updated: new and changed items embedded, vanished ones removed."""
-    return _sync(out, model, _items(source, texts, format, image_root), True, kind, batch_size, progress)
+    an existing index is updated: new and changed items embedded, vanished ones removed. The model runs on
+    `device` at `precision` (see clipblip/runtime.py)."""
+    return _sync(out, model, _items(source, texts, format, image_root), True, kind, batch_size, progress,
+                 (device, precision))
 
 
 def add(index, source, *, texts=None, format=None, image_root=None, batch_size: int = 32,
-        progress: bool = False) -> Report:
+        progress: bool = False, device: str = "auto", precision: str = "auto") -> Report:
     """Add the images of `source` and the lines of `texts` to an existing index (changed ones re-embedded)."""
     with Writer(index) as w:
         model = w.state["model"]
-    return _sync(index, model, _items(source, texts, format, image_root), False, None, batch_size, progress)
+    return _sync(index, model, _items(source, texts, format, image_root), False, None, batch_size, progress,
+                 (device, precision))
 
 
 def delete(index, ids) -> tuple[Report, list[int]]:
@@ -66,14 +69,6 @@ def delete(index, ids) -> tuple[Report, list[int]]:
     return Report(count=st["count"], removed=before - st["count"], version=st["version"], kind=st["kind"]), missing
 
 
-def load_model(source, threads: int = 0):
-    from .. import load
-
-    if threads:
-        torch.set_num_threads(threads)
-    return load(source)
-
-
 def _items(source, texts, format, image_root) -> tuple[list[Item], Skipped]:
     skipped = Skipped()
     items = image_items(source, format=format, image_root=image_root, skipped=skipped) if source else []
@@ -83,12 +78,14 @@ def _items(source, texts, format, image_root) -> tuple[list[Item], Skipped]:
     return items, skipped
 
 
-def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progress: bool) -> Report:
+def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progress: bool, runtime) -> Report:
+    from .. import load
+
     items, skipped = found
     if kind not in (None, "auto", *kinds.KINDS):
         raise ClipBlipError(f"unknown index kind {kind!r}; choose auto or one of {', '.join(kinds.KINDS)}")
     name = str(Path(model_source).resolve()) if Path(model_source).exists() else str(model_source)
-    model = load_model(model_source)
+    model = load(model_source, device=runtime[0], precision=runtime[1])
     dim = model.config.embed_dim
     with Writer(out, name, dim) as w:
         if (w.state["model"], w.state["dim"]) != (name, dim):
