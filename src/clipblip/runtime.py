@@ -127,11 +127,12 @@ def describe() -> str:
     """One line: what `auto` resolves to on this machine, and why."""
     rt = resolve()
     if rt.device.type == "cuda":
-        why = torch.cuda.get_device_name(rt.device)
+        why = [torch.cuda.get_device_name(rt.device)]
     else:
         flags = [f for f in _BF16_FLAGS if f in cpu_flags()]
-        why = f"CPU {'with ' + ', '.join(flags) if flags else 'without native bf16'}"
-    return f"auto: {rt} ({why})"
+        why = [f"CPU {'with ' + ', '.join(flags) if flags else 'without native bf16'}"]
+    why += [f"${v}={os.environ[v]}" for v in ("CLIPBLIP_DEVICE", "CLIPBLIP_PRECISION") if os.environ.get(v)]
+    return f"auto: {rt} ({'; '.join(why)})"
 
 
 def apply(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:

@@ -14,10 +14,27 @@ from .common import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "main", "parser"]
 
 
+class _Version(argparse.Action):
+    """`clipblip --version`: the version, torch's, and what device and precision "auto" picks on this machine."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and what --device/--precision "
+                                                             "auto resolve to here, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import torch
+
+        from .. import __version__, runtime
+
+        print(f"clipblip {__version__} (torch {torch.__version__}); {runtime.describe()}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     from . import blip, capfilt, compare, data, features, index, models, score, serve, train
 
     ap = argparse.ArgumentParser(prog="clipblip", description="CLIP and BLIP: models, checkpoints, applications")
+    ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="command", required=True)
     for group in (models, features, blip, compare, train, capfilt, data, score, index, serve):
         group.add_parsers(sub)

@@ -11,13 +11,17 @@ from .common import add_runtime, set_threads
 
 def cmd_capfilt(args) -> int:
     from .. import distributed, load
+    from ..runtime import resolve_device
     from ..tasks.capfilt import CapFiltConfig, calibrate, capfilt, labelled_scores, merge_parts
 
     set_threads(args)
-    env = distributed.setup(args.device)
+    device = resolve_device(args.device)
+    env = distributed.setup(device.type)
+    device = str(device if env.world == 1 else env.device)  # under torchrun each rank its own GPU
     try:
-        captioner = load(args.captioner).to(env.device).eval()
-        filt = captioner if args.filter == args.captioner else load(args.filter).to(env.device).eval()
+        captioner = load(args.captioner, device=device, precision=args.precision)
+        filt = captioner if args.filter == args.captioner else load(args.filter, device=device,
+                                                                     precision=args.precision)
         threshold = args.threshold
         if args.calibrate:
             threshold = calibrate(labelled_scores(filt, args.calibrate, CapFiltConfig(batch_size=args.batch_size),
@@ -86,7 +90,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--part-size", type=int, default=256, help="images per resumable part")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: each rank its GPU)")
     add_runtime(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_capfilt)

@@ -33,8 +33,14 @@ def add_common(p: argparse.ArgumentParser, model: str | None = "clip") -> None:
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
-    """Where and how the models of a command run."""
-    p.add_argument("--threads", type=int, default=0, help="torch (and faiss) CPU threads (default: their choice)")
+    """Where and how the models of a command run (the rule for "auto" is in clipblip/runtime.py)."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                   help="auto: bf16 on a GPU and on a CPU with native bf16 (AMX, AVX512-BF16), else fp32; fp16 is "
+                        "GPU only, int8 CPU only (`clipblip --version` shows what auto is here)")
+    g.add_argument("--threads", type=int, default=0, help="torch (and faiss) CPU threads (default: their choice)")
 
 
 def set_threads(args, faiss: bool = False) -> None:
@@ -51,11 +57,12 @@ def set_threads(args, faiss: bool = False) -> None:
 
 
 def load_model(args, source=None):
-    """The model named by `source` (default --model), loaded as the runtime options say."""
+    """The model named by `source` (default --model), on the device and at the precision the options say."""
     from .. import load
 
     set_threads(args)
-    model = load(source if source is not None else args.model, arch=getattr(args, "arch", None))
+    model = load(source if source is not None else args.model, arch=getattr(args, "arch", None),
+                 device=args.device, precision=args.precision)
     if getattr(args, "fast", False):
         from dataclasses import replace
 

@@ -11,7 +11,7 @@ from ..errors import ClipBlipError
 from .common import add_common, add_runtime, set_threads
 
 
-def _optional_model(source, default: str):
+def _optional_model(source, default: str, args):
     """A model from a source; None for "none" (compare one family alone), or for the default embedded model
     where this build does not ship it (said on stderr)."""
     from .. import catalog, load
@@ -22,7 +22,7 @@ def _optional_model(source, default: str):
         print(f"clipblip: the embedded {default} is not shipped in this build; comparing without it",
               file=sys.stderr)
         return None
-    return load(source)
+    return load(source, device=args.device, precision=args.precision)
 
 
 def cmd_compare(args) -> int:
@@ -30,9 +30,9 @@ def cmd_compare(args) -> int:
     from ..eval.report import summary_table, write_report
 
     set_threads(args)
-    clip = _optional_model(args.clip, DEFAULT["clip"])
-    blip = _optional_model(args.blip, DEFAULT["blip"])
-    blip_vqa = _optional_model(args.blip_vqa, DEFAULT["vqa"])
+    clip = _optional_model(args.clip, DEFAULT["clip"], args)
+    blip = _optional_model(args.blip, DEFAULT["blip"], args)
+    blip_vqa = _optional_model(args.blip_vqa, DEFAULT["vqa"], args)
     if clip is None and blip is None:
         raise ClipBlipError("nothing to compare: give --clip and/or --blip")
     command = "clipblip " + " ".join(sys.argv[1:])

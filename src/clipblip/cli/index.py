@@ -17,7 +17,8 @@ def cmd_build(args) -> int:
 
     set_threads(args, faiss=True)
     r = build(args.source, args.out, args.model, texts=args.texts, format=args.format, image_root=args.image_root,
-              kind=args.kind, batch_size=args.batch_size, progress=True)
+              kind=args.kind, batch_size=args.batch_size, progress=True, device=args.device,
+              precision=args.precision)
     return report({"index": args.out, **r.to_dict()}, r.skipped, args.json, _summary("built", r, args.out))
 
 
@@ -26,7 +27,7 @@ def cmd_add(args) -> int:
 
     set_threads(args, faiss=True)
     r = add(args.index, args.source, texts=args.texts, format=args.format, image_root=args.image_root,
-            batch_size=args.batch_size, progress=True)
+            batch_size=args.batch_size, progress=True, device=args.device, precision=args.precision)
     return report({"index": args.index, **r.to_dict()}, r.skipped, args.json, _summary("updated", r, args.index))
 
 

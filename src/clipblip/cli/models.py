@@ -21,6 +21,9 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
+        from ..runtime import describe
+
+        print(f"# models load on the device and precision picked by {describe()}")
         for r in rows:
             where = "embedded" if r.get("embedded") else "cached" if r["cached"] else ""
             print(f"{r['name']:<48} {r['family']:<5} {r['hub_id'] or '-':<52} {where}")

@@ -16,7 +16,7 @@ def cmd_serve(args) -> int:
     from ..serve.work import load_models
 
     set_threads(args)
-    models = load_models(args.model, args.blip, args.vqa, args.index)
+    models = load_models(args.model, args.blip, args.vqa, args.index, device=args.device, precision=args.precision)
     limits = Limits(max_body_bytes=int(args.max_upload_mb * 2**20), max_items=args.max_items)
     app = create_app(models, limits, max_batch=1 if args.no_batching else args.max_batch, wait_ms=args.wait_ms,
                      max_queue=args.max_queue, api_key=args.api_key or os.environ.get("CLIPBLIP_API_KEY"))

@@ -30,8 +30,10 @@ class Models:
     sources: dict | None = None  # name -> the source string each was loaded from, for /healthz
 
 
-def load_models(clip: str | None, blip: str, vqa: str, index: str | None):
-    """Models for the service; the CLIP model defaults to the one the index was built with."""
+def load_models(clip: str | None, blip: str, vqa: str, index: str | None, device: str = "auto",
+                precision: str = "auto"):
+    """Models for the service, on `device` at `precision` (auto: the GPU when there is one); the CLIP model
+    defaults to the one the index was built with."""
     from .. import load
 
     idx = None
@@ -44,7 +46,9 @@ def load_models(clip: str | None, blip: str, vqa: str, index: str | None):
         elif clip != idx.model:
             print(f"clipblip: the index was built with {idx.model}, searching it with {clip}", file=sys.stderr)
     clip = clip or DEFAULT["clip"]
-    models = Models(clip=load(clip).eval(), blip=load(blip).eval(), vqa=load(vqa).eval(), index=idx,
+    models = Models(clip=load(clip, device=device, precision=precision),
+                    blip=load(blip, device=device, precision=precision),
+                    vqa=load(vqa, device=device, precision=precision), index=idx,
                     sources={"clip": clip, "blip": blip, "vqa": vqa, "index": index})
     if idx is not None and idx.dim != models.clip.config.embed_dim:
         raise ClipBlipError(f"the index holds {idx.dim}-d vectors but {clip} makes "
