@@ -7,12 +7,13 @@ import datetime
 import platform
 import resource
 import time
+from contextlib import closing
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..tasks.inputs import image_features, text_features
+from ..tasks.inputs import image_features, ordered_map, text_features
 from ..tasks.itm import image_tokens, itm_scores
 from ..data.shapes import ANSWERS
 from ..errors import ClipBlipError
@@ -105,18 +106,29 @@ def _steps(clip, blip, blip_vqa, data) -> list:
     return steps
 
 
-def _files(source: str, n: int, split=None, image_root=None) -> dict:
-    """Up to n decodable records of a dataset file (COCO Karpathy, CSV, JSONL, VQA...); bad images skipped."""
-    from ..data.readers import decode, open_dataset
+def _decoded(rec: dict):
+    """(the record, it decoded or None, the reject's reason); runs in a decoding thread, the caller logs it."""
+    from ..data.readers import decode
+    from ..data.rejects import Rejects
+
+    return rec, decode(rec, why := Rejects()), why.items[0][1] if why.items else None
+
+
+def _files(source: str, n: int, split=None, image_root=None, workers=None) -> dict:
+    """Up to n decodable records of a dataset file (COCO Karpathy, CSV, JSONL, VQA...), decoded by `workers`
+    threads (see tasks.inputs.ordered_map), at most 32 ahead of the n-th; bad images skipped."""
+    from ..data.readers import open_dataset
     from ..data.rejects import Rejects
 
     ds, rejects, recs = open_dataset(source, split=split, image_root=image_root), Rejects(), []
-    for i in range(len(ds)):
-        if len(recs) == n:
-            break
-        rec = decode(ds[i], rejects)
-        if rec is not None:
-            recs.append(rec)
+    with closing(ordered_map(_decoded, (ds[i] for i in range(len(ds))), workers, 32)) as decoded:
+        for r, rec, why in decoded:
+            if len(recs) == n:
+                break
+            if rec is None:
+                rejects.add(r.get("id"), why, image=r.get("image"))
+            else:
+                recs.append(rec)
     if not recs:
         raise ClipBlipError(f"{source}: no readable image among its records ({rejects.summary()})")
     return {"test": recs}
@@ -139,10 +151,11 @@ def _file_steps(clip, blip, blip_vqa, data) -> list:
 @torch.no_grad()
 def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 300, seed: int = 0,
         split=None, image_root=None, sources: dict | None = None, command: str = "",
-        progress: bool = True) -> tuple[dict, dict]:
+        progress: bool = True, workers: int | None = None) -> tuple[dict, dict]:
     """(results, extras): results as report.py reads them; extras holds per-item outputs for the examples.
-    `data`: "shapes" (the generated test splits) or a dataset file that clipblip.data reads."""
-    records = _shapes(n, seed) if data == "shapes" else _files(data, n, split, image_root)
+    `data`: "shapes" (the generated test splits) or a dataset file that clipblip.data reads, its images decoded
+    by `workers` threads (None: tasks.inputs.default_workers(); 0: in the calling thread)."""
+    records = _shapes(n, seed) if data == "shapes" else _files(data, n, split, image_root, workers)
     steps = (_steps if data == "shapes" else _file_steps)(clip, blip, blip_vqa, records)
     results: dict = {}
     extras: dict = {"data": records}

@@ -10,8 +10,11 @@ uninterrupted run makes.
 
 from __future__ import annotations
 
+import itertools
 import json
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from ..errors import ClipBlipError
 from ..image import load_image
-from ..tasks.inputs import Skipped, text_features
+from ..tasks.inputs import PREFETCH_BATCHES, Skipped, ordered_map, text_features
 from . import kinds
 from .sources import Item, digest, image_items, text_items
 from .store import Writer
@@ -43,21 +46,24 @@ class Report:
 
 
 def build(source, out, model="shapes-clip", *, texts=None, format=None, image_root=None, kind: str = "auto",
-          batch_size: int = 32, progress: bool = False, device: str = "auto", precision: str = "auto") -> Report:
+          batch_size: int = 32, progress: bool = False, device: str = "auto", precision: str = "auto",
+          workers: int | None = None) -> Report:
     """Make `out` hold exactly the images of `source` (a folder or dataset; None: none) and the lines of `texts`;
     an existing index is updated: new and changed items embedded, vanished ones removed. The model runs on
-    `device` at `precision` (see clipblip/runtime.py)."""
+    `device` at `precision` (see clipblip/runtime.py); `workers` threads read, decode and preprocess images
+    ahead of it (None: tasks.inputs.default_workers(); 0: in the calling thread)."""
     return _sync(out, model, _items(source, texts, format, image_root), True, kind, batch_size, progress,
-                 (device, precision))
+                 (device, precision, workers))
 
 
 def add(index, source, *, texts=None, format=None, image_root=None, batch_size: int = 32,
-        progress: bool = False, device: str = "auto", precision: str = "auto") -> Report:
-    """Add the images of `source` and the lines of `texts` to an existing index (changed ones re-embedded)."""
+        progress: bool = False, device: str = "auto", precision: str = "auto", workers: int | None = None) -> Report:
+    """Add the images of `source` and the lines of `texts` to an existing index (changed ones re-embedded);
+    `workers` as in `build`."""
     with Writer(index) as w:
         model = w.state["model"]
     return _sync(index, model, _items(source, texts, format, image_root), False, None, batch_size, progress,
-                 (device, precision))
+                 (device, precision, workers))
 
 
 def delete(index, ids) -> tuple[Report, list[int]]:
@@ -99,7 +105,7 @@ def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progres
         done = w.pending()
         fresh = [it for it in todo if done.get(it.key, ("",))[0] != hashes[it.key]]
         report.reused = sum(1 for it in todo if done.get(it.key) == (hashes[it.key], True))
-        report.embedded = len(fresh) - _embed(w, model, fresh, batch_size, progress)
+        report.embedded = len(fresh) - _embed(w, model, fresh, batch_size, progress, runtime[2])
         for item, reason in w.pending_errors(it.key for it in todo):
             skipped.add(item, reason)
         upserts, removes = _changes(w, items, todo, known, mirror)
@@ -140,41 +146,48 @@ def _changes(w: Writer, items, todo, known, mirror: bool) -> tuple[list[tuple[in
     return upserts, removes
 
 
-def _embed(w: Writer, model, todo: list[Item], batch_size: int, progress: bool) -> int:
-    """Embed `todo` into pending, batch by batch; returns how many could not be read."""
+def _embed(w: Writer, model, todo: list[Item], batch_size: int, progress: bool, workers) -> int:
+    """Embed `todo` into pending, batch by batch; returns how many could not be read. The images of every batch
+    are read in one stream of decoding threads, ahead of the batch the model works on."""
     bad, starts = 0, range(0, len(todo), batch_size)
-    for s in tqdm(starts, desc="embedding", unit="batch", disable=not progress or len(starts) < 2):
-        batch = todo[s:s + batch_size]
-        texts = [it for it in batch if it.text is not None]
-        rows = _embed_images(model, [it for it in batch if it.text is None])
-        if texts:
-            feats = text_features(model, [it.text for it in texts]).numpy()
-            rows += [_row(it, digest(it.text.encode()), it.meta, vector=v) for it, v in zip(texts, feats)]
-        w.stage(rows)
-        bad += sum(r["error"] is not None for r in rows)
+    read = ordered_map(partial(_read_image, model.preprocess), [it for it in todo if it.text is None], workers,
+                       PREFETCH_BATCHES * batch_size)
+    with closing(read):
+        for s in tqdm(starts, desc="embedding", unit="batch", disable=not progress or len(starts) < 2):
+            batch = todo[s:s + batch_size]
+            texts = [it for it in batch if it.text is not None]
+            rows = _embed_images(model, list(itertools.islice(read, len(batch) - len(texts))))
+            if texts:
+                feats = text_features(model, [it.text for it in texts]).numpy()
+                rows += [_row(it, digest(it.text.encode()), it.meta, vector=v) for it, v in zip(texts, feats)]
+            w.stage(rows)
+            bad += sum(r["error"] is not None for r in rows)
     return bad
 
 
+def _read_image(pre, it: Item):
+    """(item, hash, meta, size, pixels [1, 3, S, S]), or the item's error row; runs in a decoding thread."""
+    try:
+        data = it.content()
+        image = load_image(it.path if it.data is None else data)
+        pixels = pre([image])
+    except OSError as e:
+        return _row(it, "", it.meta, error=f"cannot read: {e.strerror or e}")
+    except ClipBlipError as e:
+        return _row(it, digest(data), it.meta, error=str(e))
+    meta = {"kind": "image", "width": image.width, "height": image.height, **it.meta}
+    return it, digest(data), meta, len(data), pixels
+
+
 @torch.no_grad()
-def _embed_images(model, batch: list[Item]) -> list[dict]:
-    rows, images, good = [], [], []
-    for it in batch:
-        try:
-            data = it.content()
-            image = load_image(it.path if it.data is None else data)
-        except OSError as e:
-            rows.append(_row(it, "", it.meta, error=f"cannot read: {e.strerror or e}"))
-            continue
-        except ClipBlipError as e:
-            rows.append(_row(it, digest(data), it.meta, error=str(e)))
-            continue
-        images.append(image)
-        meta = {"kind": "image", "width": image.width, "height": image.height, **it.meta}
-        good.append((it, digest(data), meta, len(data)))
-    if images:
-        device = model.device
-        feats = F.normalize(model.encode_image(model.preprocess(images).to(device)).float(), dim=-1).cpu().numpy()
-        rows += [_row(it, h, meta, vector=v, size=size) for (it, h, meta, size), v in zip(good, feats)]
+def _embed_images(model, read: list) -> list[dict]:
+    """Rows for images from `_read_image`: the unreadable ones first, then the embedded ones, each in order."""
+    rows = [r for r in read if isinstance(r, dict)]
+    good = [r for r in read if not isinstance(r, dict)]
+    if good:
+        pixels = torch.cat([px for *_, px in good]).to(model.device)
+        feats = F.normalize(model.encode_image(pixels).float(), dim=-1).cpu().numpy()
+        rows += [_row(it, h, meta, vector=v, size=size) for (it, h, meta, size, _), v in zip(good, feats)]
     return rows
 
 

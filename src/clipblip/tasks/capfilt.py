@@ -21,7 +21,9 @@ import hashlib
 import itertools
 import json
 import os
+from contextlib import closing
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from .. import distributed
 from ..errors import ClipBlipError
 from ..generate import GenerationConfig, generate
 from .caption import prompt_ids, require_blip
+from .inputs import ordered_map
 
 BINS = 50  # score histogram bins over [0, 1]
 REPLACED_FIELDS = ("image", "caption", "captions", "noise", "negatives")  # the output record sets its own
@@ -47,6 +50,7 @@ class CapFiltConfig:
     part_size: int = 256
     batch_size: int = 32
     seed: int = 0
+    workers: int | None = None  # decoding threads (None: inputs.default_workers()); no setting of the output
 
     def __post_init__(self):
         if self.n_synthetic < 0:
@@ -58,10 +62,6 @@ class CapFiltConfig:
 
 
 # ------------------------------------------------------------------------------------------------ one part
-
-
-def _device(model) -> torch.device:
-    return model.device
 
 
 @torch.no_grad()
@@ -104,16 +104,18 @@ def originals(record: dict) -> list[str]:
 
 
 @torch.no_grad()
-def filter_records(captioner, filt, records: list[dict], cfg: CapFiltConfig, seed: int):
+def filter_records(captioner, filt, records: list[dict], cfg: CapFiltConfig, seed: int, pixels=None):
     """Caption and filter decoded records (their "image" a PIL image); returns one output record per input:
-    the kept captions as "captions"/"caption" and every candidate with its source, score and verdict."""
+    the kept captions as "captions"/"caption" and every candidate with its source, score and verdict.
+    pixels: (the filter's, the captioner's or None) preprocessed batches, when the caller has made them."""
     images = [r["image"] for r in records]
-    tokens = filt.image_tokens(filt.preprocess(images).to(_device(filt)))  # one ViT pass when one model does both
+    fp, cp = pixels if pixels is not None else (filt.preprocess(images), None)
+    tokens = filt.image_tokens(fp.to(filt.device))  # one ViT pass when one model does both
     if not cfg.n_synthetic:
         synth = [[] for _ in records]
     else:
         cap_tokens = tokens if captioner is filt else captioner.image_tokens(
-            captioner.preprocess(images).to(_device(captioner)))
+            (cp if cp is not None else captioner.preprocess(images)).to(captioner.device))
         synth = synthetic_captions(captioner, cap_tokens, cfg, seed)
     texts = [originals(r) + s for r, s in zip(records, synth)]
     scores = match_scores(filt, tokens, texts)
@@ -180,27 +182,45 @@ def _parts(records, part_size: int):
         yield k, part
 
 
-def run_part(captioner, filt, raw: list[dict], k: int, cfg: CapFiltConfig, out: Path) -> dict:
-    """Decode, caption, filter and write part k; returns its stats."""
+def _prepared(captioner, filt, cfg: CapFiltConfig, r: dict):
+    """(decoded record, (its pixels for the filter, for the captioner or None)), or (None, the reason it is
+    rejected); runs in a decoding thread, so the caller logs the reject, in input order."""
     from ..data.readers import decode
     from ..data.rejects import Rejects
 
-    rejects, good, refs = Rejects(), [], []
-    for r in raw:
-        if not originals(r) and cfg.n_synthetic == 0:
-            rejects.add(r.get("id"), "no caption to filter, and no synthetic captions asked for")
-            continue
-        d = decode(r, rejects)
-        if d is not None:
-            good.append(d)
-            refs.append(r)
-    rows = []
-    for s in range(0, len(good), cfg.batch_size):
-        batch = good[s:s + cfg.batch_size]
-        seed = cfg.seed * 7919 + k * 104729 + s  # a part's captions depend on the part alone: resumable
-        for ref, row in zip(refs[s:s + cfg.batch_size], filter_records(captioner, filt, batch, cfg, seed)):
-            row["image"] = _image_ref(ref, out)
-            rows.append(row)
+    if not originals(r) and cfg.n_synthetic == 0:
+        return None, "no caption to filter, and no synthetic captions asked for"
+    d = decode(r, why := Rejects())
+    if d is None:
+        return None, why.items[0][1]
+    other = captioner is not filt and cfg.n_synthetic
+    return d, (filt.preprocess([d["image"]]), captioner.preprocess([d["image"]]) if other else None)
+
+
+def _good(raw, prepared, rejects):
+    """(record, decoded record, pixels) of the records `_prepared` could use; the others go to `rejects`."""
+    for r, (d, px) in zip(raw, prepared):
+        if d is None:
+            rejects.add(r.get("id"), px)
+        else:
+            yield r, d, px
+
+
+def run_part(captioner, filt, raw: list[dict], k: int, cfg: CapFiltConfig, out: Path) -> dict:
+    """Decode (in `cfg.workers` threads, two batches ahead of the models), caption, filter and write part k;
+    returns its stats."""
+    from ..data.rejects import Rejects
+
+    rejects, rows = Rejects(), []
+    prepared = ordered_map(partial(_prepared, captioner, filt, cfg), raw, cfg.workers, 2 * cfg.batch_size)
+    with closing(prepared):
+        for j, batch in _parts(_good(raw, prepared, rejects), cfg.batch_size):
+            seed = cfg.seed * 7919 + k * 104729 + j * cfg.batch_size  # depends on the part alone: resumable
+            refs, decoded, px = zip(*batch)
+            pixels = tuple(None if p[0] is None else torch.cat(p) for p in zip(*px))
+            for ref, row in zip(refs, filter_records(captioner, filt, list(decoded), cfg, seed, pixels)):
+                row["image"] = _image_ref(ref, out)
+                rows.append(row)
     doc = {"part": k, "records": rows, "rejects": [{"id": i, "reason": why} for i, why in rejects.items],
            "inputs": len(raw)}
     _write_atomic(_part_path(out, k), json.dumps(doc, ensure_ascii=False))
@@ -260,7 +280,7 @@ def _open(data):
 def _check_settings(out: Path, cfg: CapFiltConfig) -> None:
     """A resumed job must use the settings its finished parts were made with."""
     path = out / "capfilt_config.json"
-    settings = asdict(cfg)
+    settings = _settings(cfg)
     if path.exists():
         old = json.loads(path.read_text())
         if old != settings:
@@ -323,7 +343,12 @@ class _Stats:
         return {"images": self.images, "images_without_captions": self.images_empty, "rejected": self.rejected,
                 "kept": self.kept, "dropped": self.dropped, "threshold": cfg.threshold,
                 "score_histogram": {"bins": BINS, **{s: h.tolist() for s, h in self.hist.items()}},
-                "settings": asdict(cfg)}
+                "settings": _settings(cfg)}
+
+
+def _settings(cfg: CapFiltConfig) -> dict:
+    """What decides the output (the number of decoding threads does not): checked on resume, in the summary."""
+    return {k: v for k, v in asdict(cfg).items() if k != "workers"}
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -3,6 +3,8 @@ cross-attention keys/values of each image are computed once (not per step, not p
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import torch
 
 from ..errors import ClipBlipError
@@ -37,15 +39,17 @@ def caption(model, images, num_beams: int = 1, max_new_tokens: int = 30, min_new
 
 
 def captions(model, images, cfg: GenerationConfig, prompt=None, batch_size: int = 16, skipped=None,
-             progress: bool = False):
-    """Yield (image index, caption); with `skipped` (a Skipped), bad images are recorded there and left out."""
+             progress: bool = False, workers: int | None = None):
+    """Yield (image index, caption); with `skipped` (a Skipped), bad images are recorded there and left out.
+    `workers`: decoding threads, as in `inputs.pixel_batches`."""
     require_blip(model, "captioning")
     model._require("decoder", "write captions")
     start = prompt_ids(model, prompt)
     batches = pixel_batches(model, images, batch_size, skip_bad=skipped is not None, skipped=skipped,
-                            progress=progress)
-    for idx, pixels in batches:
-        yield from zip(idx, (model.tokenizer.decode(ids) for ids in caption_ids(model, pixels, start, cfg)))
+                            progress=progress, workers=workers)
+    with closing(batches):
+        for idx, pixels in batches:
+            yield from zip(idx, (model.tokenizer.decode(ids) for ids in caption_ids(model, pixels, start, cfg)))
 
 
 def caption_ids(model, pixels: torch.Tensor, start: torch.Tensor, cfg: GenerationConfig) -> list[list[int]]:

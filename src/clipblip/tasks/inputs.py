@@ -1,21 +1,40 @@
 """Turning what users pass (PIL images, paths, a pixel tensor, a folder) into batches of pixels.
 
 Batch jobs never die on one bad item: `pixel_batches(..., skip_bad=True)` skips and records it.
+
+Decoding and preprocessing run in a small thread pool (`ordered_map`), ahead of the model: Pillow releases the
+GIL while it decodes and resizes, and torch's ops (the uint8 -> float copy, the normalization, the fast path's
+resize) release it too, so threads overlap them with each other and with the model's forward pass. Threads, not
+processes (torch's DataLoader): nothing to pickle (PIL images, bytes, a lazy generator all work as inputs), no
+start-up cost for a call of a few images, and an exception comes back at its item's position.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ClipBlipError
-from ..image import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model works on: enough to hide a slow image
+THREAD_PREFIX = "clipblip-input"
+# PIL's lazy load (an Image.open'ed image) is not thread-safe: one object passed twice must not be loaded by two
+# threads at once. A lock per object, striped: bounded memory, and two objects rarely share one.
+_PIL_LOCKS = [threading.Lock() for _ in range(64)]
 
 
 @dataclass
@@ -43,43 +62,113 @@ def find_images(paths) -> list[Path]:
     return found
 
 
-def _as_list(images) -> list:
-    return images if isinstance(images, (list, tuple)) else [images]
+def default_workers() -> int:
+    """Decoding threads when the caller does not say: the CPUs this process may use, at most 4.
+
+    Why 4: on a CPU-only run the model's own torch threads need the same cores, so more decoders mostly trade
+    model time for decode time; and each decoding thread that runs a torch op large enough to go parallel gets
+    its own OpenMP team, so threads multiply with cores (4 x T stays tolerable). With a GPU, decoding is the
+    bound (one core turns ~150 640x480 JPEGs/s into 224 px pixels, bench/README.md): ask for more, `workers=`.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))  # a container or taskset may allow fewer than os.cpu_count()
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(4, cpus)
+
+
+def ordered_map(fn, items, workers: int | None, ahead: int):
+    """Yield fn(item) for each of `items` (any iterable, read lazily in the calling thread), in input order.
+
+    workers: threads that call fn (None: `default_workers()`; 0: fn runs in the calling thread when the next
+    result is asked for). The pool runs at most `ahead` items past the last one yielded, so at most that many
+    results wait in memory and a generator input is read no further. An exception from fn is raised at its
+    item's position. Closing the generator, or dropping it when the consumer raises (KeyboardInterrupt too),
+    cancels the calls not started and joins the threads before it returns.
+    """
+    workers = default_workers() if workers is None else workers
+    source = iter(items)
+    if workers <= 0:
+        yield from map(fn, source)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=THREAD_PREFIX)
+    try:
+        pending = deque(pool.submit(fn, x) for x in itertools.islice(source, max(ahead, workers)))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, x) for x in itertools.islice(source, 1))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _items(images):
+    """A list or tuple as given, an iterator (a generator) as it is, to be read lazily; anything else is one item."""
+    return images if isinstance(images, (list, tuple, Iterator)) else [images]
+
+
+def _prepared(pre, item):
+    """(item, pixels [1, 3, S, S], None), or (item, None, the ClipBlipError); runs in a decoding thread."""
+    guard = _PIL_LOCKS[(id(item) >> 4) % len(_PIL_LOCKS)] if isinstance(item, Image.Image) else nullcontext()
+    try:
+        with guard:
+            return item, pre([item]), None
+    except ClipBlipError as e:
+        return item, None, e
 
 
 def pixel_batches(model, images, batch_size: int = 32, skip_bad: bool = False, skipped: Skipped | None = None,
-                  progress: bool = False):
-    """Yield (indices, pixels [b, 3, S, S]) over `images`; bad items raise, or with skip_bad go to `skipped`."""
+                  progress: bool = False, workers: int | None = None):
+    """Yield (indices, pixels [b, 3, S, S]) over `images` (a list, an iterator read lazily, or a pixel tensor):
+    batches of `batch_size` input positions, in order. Bad items raise, or with skip_bad go to `skipped`, in
+    input order. `workers` decode and preprocess (see `ordered_map`; None: `default_workers()`, 0: none) at most
+    PREFETCH_BATCHES batches ahead of the consumer. The pixels equal `model.preprocess` of the batch's items."""
     if isinstance(images, torch.Tensor):
         pixels = model.preprocess(images)
         for start in range(0, len(pixels), batch_size):
             yield list(range(start, min(start + batch_size, len(pixels)))), pixels[start:start + batch_size]
         return
-    items, pre = _as_list(images), model.preprocess
-    draft = pre.size if pre.fast else None
-    starts = range(0, len(items), batch_size)
-    for start in tqdm(starts, desc="images", unit="batch", disable=not progress or len(starts) < 2):
-        kept, loaded = [], []
-        for i in range(start, min(start + batch_size, len(items))):
-            try:
-                loaded.append(load_image(items[i], draft_size=draft))
-                kept.append(i)
-            except ClipBlipError as e:
+    items = _items(images)
+    n = None if isinstance(items, Iterator) else len(items)
+    workers = default_workers() if workers is None else workers
+    if n is not None:
+        workers = min(workers, n if n > 1 else 0)  # one image gains nothing from a thread
+    skipped = skipped if skipped is not None else Skipped()
+    results = ordered_map(partial(_prepared, model.preprocess), items, workers,
+                          max(PREFETCH_BATCHES * batch_size, 2 * workers))
+    bar = tqdm(total=None if n is None else -(-n // batch_size), desc="images", unit="batch",
+               disable=not progress or (n is not None and n <= batch_size))
+    kept, pixels = [], []
+    with closing(results), bar:
+        for i, (item, px, error) in enumerate(results):
+            if error is not None:
                 if not skip_bad:
-                    raise
-                skipped.add(items[i], str(e))
-        if loaded:
-            yield kept, pre(loaded)
+                    raise error
+                skipped.add(item, str(error))
+            else:
+                kept.append(i)
+                pixels.append(px)
+            if (i + 1) % batch_size == 0 or i + 1 == n:
+                bar.update()
+                if kept:
+                    yield kept, torch.cat(pixels)
+                kept, pixels = [], []
+        if kept:  # the tail of an iterator, whose length was not known
+            bar.update()
+            yield kept, torch.cat(pixels)
 
 
 @torch.no_grad()
-def image_features(model, images, batch_size: int = 32, skip_bad: bool = False, progress: bool = False):
-    """L2-normalized image features [N, D] and the indices of the images they belong to, plus what was skipped."""
+def image_features(model, images, batch_size: int = 32, skip_bad: bool = False, progress: bool = False,
+                   workers: int | None = None):
+    """L2-normalized image features [N, D] and the indices of the images they belong to, plus what was skipped.
+    `workers`: decoding threads, as in `pixel_batches`."""
     skipped, feats, kept = Skipped(), [], []
     device = model.device
-    for idx, pixels in pixel_batches(model, images, batch_size, skip_bad, skipped, progress):
-        feats.append(F.normalize(model.encode_image(pixels.to(device)).float(), dim=-1).cpu())
-        kept += idx
+    with closing(pixel_batches(model, images, batch_size, skip_bad, skipped, progress, workers)) as batches:
+        for idx, pixels in batches:
+            feats.append(F.normalize(model.encode_image(pixels.to(device)).float(), dim=-1).cpu())
+            kept += idx
     dim = model.config.embed_dim
     return (torch.cat(feats) if feats else torch.empty(0, dim)), kept, skipped
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import torch
 import torch.nn.functional as F
 
@@ -12,17 +14,19 @@ from .retrieval import topk
 
 
 @torch.no_grad()
-def image_tokens(model, images, batch_size: int = 16, skip_bad: bool = False, skipped=None, progress=False):
+def image_tokens(model, images, batch_size: int = 16, skip_bad: bool = False, skipped=None, progress=False,
+                 workers: int | None = None):
     """ViT tokens [N, 1 + P, W] and ITC features [N, D] (normalized) of images, from one tower pass, with the
-    indices of the images kept."""
+    indices of the images kept. `workers`: decoding threads, as in `inputs.pixel_batches`."""
     toks, feats, kept = [], [], []
     device = model.device
-    for idx, pixels in pixel_batches(model, images, batch_size, skip_bad, skipped, progress):
-        t = model.image_tokens(pixels.to(device))
-        toks.append(t)
-        if "itc" in model.config.parts:
-            feats.append(F.normalize(model.vision_proj(t[:, 0]), dim=-1))
-        kept += idx
+    with closing(pixel_batches(model, images, batch_size, skip_bad, skipped, progress, workers)) as batches:
+        for idx, pixels in batches:
+            t = model.image_tokens(pixels.to(device))
+            toks.append(t)
+            if "itc" in model.config.parts:
+                feats.append(F.normalize(model.vision_proj(t[:, 0]), dim=-1))
+            kept += idx
     if not toks:
         first = f"; the first: {skipped.items[0][1]}" if skipped else ""
         raise ClipBlipError(f"none of the images could be read, nothing to match{first}")
