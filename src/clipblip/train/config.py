@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = 0.1       # BLIP: LM loss
     temp_lr_scale: float = 1.0         # BLIP: learning-rate factor of the ITC temperature (see optim.adamw)
     grad_checkpointing: bool = False
+    compile: bool = False              # torch.compile each tower (the first steps wait for the compiler)
     precision: str = "auto"            # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
     workers: int = 0                   # DataLoader worker processes

@@ -110,6 +110,16 @@ def _clamp_temperature(model) -> None:
             model.temp.clamp_(0.001, 0.5)  # BLIP's bounds
 
 
+def _compile_towers(model) -> None:
+    """torch.compile each tower in place (`Module.compile`: the weights keep their names, so checkpoints and the
+    momentum copy are unchanged). Towers rather than the whole step: the objectives' hard-negative sampling and
+    queues are Python that would break the graph anyway, and the towers are where the time goes."""
+    for name in ("visual", "text", "text_encoder", "text_decoder"):
+        tower = getattr(model, name, None)
+        if tower is not None:
+            tower.compile()
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if bf16:
@@ -128,6 +138,8 @@ class Trainer:
             for m in self.model.modules():
                 if hasattr(m, "grad_checkpointing"):
                     m.grad_checkpointing = True
+        if cfg.compile:
+            _compile_towers(self.model)
         self.momentum = None
         if cfg.objective in objectives.NEEDS_MOMENTUM:
             self.momentum = Momentum(self.model, cfg.momentum, cfg.queue_size, cfg.seed).to(self.env.device)
