@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_common, listed, load_model, report, require_blip
+from .common import add_common, add_workers, listed, load_model, report, require_blip
 
 
 def cmd_caption(args) -> int:
@@ -19,7 +19,8 @@ def cmd_caption(args) -> int:
                            repetition_penalty=args.repetition_penalty, seed=args.seed, eos_id=t.sep_id, pad_id=t.pad_id)
     skipped = Skipped()
     rows = [{"image": str(images[i]), "caption": text}
-            for i, text in captions(model, images, cfg, args.prompt, args.batch_size, skipped, progress=True)]
+            for i, text in captions(model, images, cfg, args.prompt, args.batch_size, skipped, progress=True,
+                                    workers=args.workers)]
     return report({"results": rows}, skipped, args.json, [f"{r['image']}: {r['caption']}" for r in rows])
 
 
@@ -62,6 +63,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--prompt", help="e.g. 'a picture of ' (left out of the output)")
     add_common(p, model="blip")
+    add_workers(p)
     p.set_defaults(run=cmd_caption)
     p = sub.add_parser("ask", help="BLIP: answer a question about an image")
     p.add_argument("image")

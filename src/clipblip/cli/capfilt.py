@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..catalog import DEFAULT
-from .common import add_runtime, set_threads
+from .common import add_runtime, add_workers, set_threads
 
 
 def cmd_capfilt(args) -> int:
@@ -29,7 +29,8 @@ def cmd_capfilt(args) -> int:
             if env.main and not args.json:
                 print(f"calibrated threshold: {threshold:.4f} (max TPR - FPR on {args.calibrate})")
         cfg = CapFiltConfig(n_synthetic=args.synthetic, top_p=args.top_p, prompt=args.prompt, threshold=threshold,
-                            part_size=args.part_size, batch_size=args.batch_size, seed=args.seed)
+                            part_size=args.part_size, batch_size=args.batch_size, seed=args.seed,
+                            workers=args.workers)
         done = capfilt(args.data, args.out, captioner, filt, cfg, rank=env.rank, world=env.world,
                        progress=env.main and not args.json, merge=env.world == 1)
         if env.world > 1:
@@ -91,5 +92,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     add_runtime(p)
+    add_workers(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_capfilt)

@@ -43,6 +43,13 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=0, help="torch (and faiss) CPU threads (default: their choice)")
 
 
+def add_workers(p: argparse.ArgumentParser) -> None:
+    """For commands that read many images: decoding threads, overlapped with the model."""
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads that decode and preprocess images ahead of the model (default: min(4, CPUs); "
+                        "0: decode in the main thread)")
+
+
 def set_threads(args, faiss: bool = False) -> None:
     """Apply --threads to torch (and to faiss, for the commands that search with it)."""
     n = getattr(args, "threads", 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
-from .common import add_common, add_runtime, set_threads
+from .common import add_common, add_runtime, add_workers, set_threads
 
 
 def _optional_model(source, default: str, args):
@@ -40,7 +40,7 @@ def cmd_compare(args) -> int:
                                     split=args.split, image_root=args.image_root, command=command,
                                     sources={"clip": args.clip if clip is not None else None,
                                              "blip": args.blip if blip is not None else None},
-                                    progress=not args.json)
+                                    progress=not args.json, workers=args.workers)
     out = Path(args.out)
     if args.capfilt is not None:
         results["capfilt"] = _capfilt(blip, Path(args.capfilt) if args.capfilt else out / "capfilt", out,
@@ -86,5 +86,6 @@ def add_parsers(sub) -> None:
                    help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 35 min on "
                         "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")
     add_runtime(p)
+    add_workers(p)
     add_common(p, model=None)
     p.set_defaults(run=cmd_compare)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import ClipBlipError
-from .common import add_common, listed, load_model, report, require_blip
+from .common import add_common, add_workers, listed, load_model, report, require_blip
 
 
 def cmd_embed(args) -> int:
@@ -24,7 +24,8 @@ def cmd_embed(args) -> int:
     model = load_model(args)
     tensors, meta, skipped = {}, {}, Skipped()
     if images:
-        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True,
+                                              workers=args.workers)
         tensors["image_features"], meta["images"] = feats, [str(images[i]) for i in kept]
     if texts:
         tensors["text_features"], meta["texts"] = text_features(model, texts, progress=True), texts
@@ -53,7 +54,8 @@ def cmd_classify(args) -> int:
     images = find_images(args.images)
     model = load_model(args)
     class_feats = class_embeddings(model, labels, args.templates)
-    feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+    feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True,
+                                          workers=args.workers)
     results = top_labels(scores(model, feats, class_feats), labels, args.top_k)
     rows = [{"image": str(images[i]), "labels": [{"label": lab, "prob": p} for lab, p in r]}
             for i, r in zip(kept, results)]
@@ -72,10 +74,12 @@ def cmd_search(args) -> int:
 
         require_blip(model, "--rerank")
         skipped = Skipped()
-        tokens, feats, kept = image_tokens(model, images, args.batch_size, True, skipped, progress=True)
+        tokens, feats, kept = image_tokens(model, images, args.batch_size, True, skipped, progress=True,
+                                           workers=args.workers)
         hits = rerank_text_to_image(model, args.queries, tokens, feats, args.top_k)
     else:
-        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True)
+        feats, kept, skipped = image_features(model, images, args.batch_size, skip_bad=True, progress=True,
+                                              workers=args.workers)
         hits = text_to_image(model, args.queries, feats, args.top_k)
     rows = [{"query": q, "hits": [{"image": str(images[kept[j]]), "score": s} for j, s in h]}
             for q, h in zip(args.queries, hits)]
@@ -92,6 +96,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--texts-file", help="one text per line")
     p.add_argument("--output", "-o", required=True)
     add_common(p)
+    add_workers(p)
     p.set_defaults(run=cmd_embed)
     p = sub.add_parser("classify", help="zero-shot classification")
     p.add_argument("images", nargs="+", help="image files or directories")
@@ -100,6 +105,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--templates", nargs="+", help="prompt templates with {} for the label")
     p.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
     add_common(p)
+    add_workers(p)
     p.set_defaults(run=cmd_classify)
     p = sub.add_parser("search", help="text-to-image search over a folder")
     p.add_argument("queries", nargs="+")
@@ -107,4 +113,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--top-k", type=int, default=5, help="hits shown per query (default 5)")
     p.add_argument("--rerank", action="store_true", help="BLIP: rerank the ITC shortlist with the ITM head")
     add_common(p)
+    add_workers(p)
     p.set_defaults(run=cmd_search)

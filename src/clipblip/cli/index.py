@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
-from .common import add_common, add_runtime, load_model, report, set_threads
+from .common import add_common, add_runtime, add_workers, load_model, report, set_threads
 
 
 def _summary(what: str, r, out) -> list[str]:
@@ -18,7 +18,7 @@ def cmd_build(args) -> int:
     set_threads(args, faiss=True)
     r = build(args.source, args.out, args.model, texts=args.texts, format=args.format, image_root=args.image_root,
               kind=args.kind, batch_size=args.batch_size, progress=True, device=args.device,
-              precision=args.precision)
+              precision=args.precision, workers=args.workers)
     return report({"index": args.out, **r.to_dict()}, r.skipped, args.json, _summary("built", r, args.out))
 
 
@@ -27,7 +27,8 @@ def cmd_add(args) -> int:
 
     set_threads(args, faiss=True)
     r = add(args.index, args.source, texts=args.texts, format=args.format, image_root=args.image_root,
-            batch_size=args.batch_size, progress=True, device=args.device, precision=args.precision)
+            batch_size=args.batch_size, progress=True, device=args.device, precision=args.precision,
+            workers=args.workers)
     return report({"index": args.index, **r.to_dict()}, r.skipped, args.json, _summary("updated", r, args.index))
 
 
@@ -81,6 +82,7 @@ def _source_args(p, model: bool) -> None:
                        help=f"CLIP model: path, directory or catalog name (default: the embedded {DEFAULT['clip']})")
     p.add_argument("--batch-size", type=int, default=32)
     add_runtime(p)
+    add_workers(p)
 
 
 def add_parsers(sub) -> None:

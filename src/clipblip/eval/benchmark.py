@@ -148,6 +148,11 @@ def _file_steps(clip, blip, blip_vqa, data) -> list:
     return steps
 
 
+def _runtime(*models) -> str:
+    """Where the models ran, e.g. "cpu at bf16" (all of them, as `clipblip compare` loads them alike)."""
+    return ", ".join(sorted({f"{m.device} at {m.precision}" for m in models if m is not None}))
+
+
 @torch.no_grad()
 def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 300, seed: int = 0,
         split=None, image_root=None, sources: dict | None = None, command: str = "",
@@ -169,7 +174,8 @@ def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 3
                  "scenes)" if data == "shapes" else f"{data} ({len(records['test'])} records)")
     results["meta"] = {"date": datetime.date.today().isoformat(), "command": command,
                        "n_images": len(records["test"]), "data": described,
-                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+                                  f"; models on {_runtime(clip, blip, blip_vqa)}",
                        "clip": sources.get("clip"), "blip": sources.get("blip")}
     results["targets"] = targets(results)
     return results, extras
