@@ -178,14 +178,14 @@ def test_an_exception_in_the_consumer_leaves_no_thread_running(model, pictures, 
     monkeypatch.setattr(model, "encode_image", fail)
     with pytest.raises(RuntimeError, match="the model fails"):
         image_features(model, pictures, batch_size=2, workers=3)
-    assert seen == [3]  # the pool was running when the consumer failed
+    assert len(seen) == 1 and seen[0] >= 1  # the pool was running when the consumer failed
     assert not _pool_threads()
 
 
 def test_closing_the_generator_midway_stops_the_threads(model, pictures):
     batches = pixel_batches(model, pictures, batch_size=2, workers=3)
     next(batches)
-    assert len(_pool_threads()) == 3
+    assert _pool_threads()  # (a pool starts a thread per task until one is idle: 1 to 3 of them)
     batches.close()
     assert not _pool_threads()
 
@@ -197,6 +197,7 @@ def test_ctrl_c_while_waiting_for_a_decode_stops_the_threads():
         if i == 0:
             time.sleep(0.5)  # the consumer blocks on item 0 ...
         if i == 1:
+            time.sleep(0.1)  # (the first tasks are submitted by then)
             signal.pthread_kill(main, signal.SIGINT)  # ... when Ctrl-C arrives
         return i
 
