@@ -53,6 +53,9 @@ class GenerationConfig:
 
 
 class Decoder(Protocol):
+    """What the algorithms step. A decoder may also have `reserve(length)`: called once before the first step with
+    the most tokens a row will hold (prompt included), so that its cache is allocated once."""
+
     def step(self, ids: torch.LongTensor) -> torch.Tensor:
         """ids [N, l]: the new tokens of each row (the whole prompt first, then one per call) -> logits [N, V]."""
         ...
@@ -72,6 +75,9 @@ def generate(decoder: Decoder, prompt: torch.LongTensor, cfg: GenerationConfig) 
         raise ValueError(f"prompt must be [batch, length], got shape {tuple(prompt.shape)}")
     if cfg.max_new_tokens == 0:
         return [[] for _ in range(prompt.shape[0])]
+    reserve = getattr(decoder, "reserve", None)
+    if reserve is not None:  # the last new token is returned, never fed back
+        reserve(prompt.shape[1] + cfg.max_new_tokens - 1)
     generator = None
     if cfg.sampling and cfg.seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(cfg.seed)

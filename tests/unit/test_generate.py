@@ -83,6 +83,20 @@ def test_beam_search_by_hand():
     assert _run([[S], [C], [S]], max_new_tokens=6, num_beams=2, length_penalty=2.0)[0] == [[A, B], [], [A, B]]
 
 
+class ReservingDecoder(TableDecoder):
+    def reserve(self, length):
+        self.reserved = length
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_the_decoder_is_told_the_longest_row_before_the_first_step(num_beams):
+    dec = ReservingDecoder()
+    cfg = GenerationConfig(max_new_tokens=5, min_new_tokens=5, num_beams=num_beams, eos_id=EOS, pad_id=PAD)
+    out = generate(dec, torch.tensor([[S, A]]), cfg)
+    # prompt + every new token but the last, which is returned without being fed: exactly what the rows held
+    assert len(out[0]) == 5 and dec.reserved == 2 + 5 - 1 == dec.rows.shape[1]
+
+
 def test_max_new_tokens_zero_never_calls_the_decoder():
     assert _run([[S], [A]], max_new_tokens=0) == ([[], []], 0)
 

@@ -13,25 +13,78 @@ from torch import nn
 
 
 class KVCache:
-    """Keys/values of the tokens decoded so far, [B, H, T, d] each, grown one step at a time."""
+    """Keys/values of the tokens decoded so far: buffers [B, H, capacity, d] (the dtype and device of the first
+    keys) allocated at the first `append` and filled slot by slot, so a step copies only its own keys, never the
+    past. `capacity` (or `reserve`) sizes them up front, e.g. prompt + new tokens; a step beyond it doubles them,
+    so a caller that knows no length still works. `append` returns views of the filled prefix: attention sees
+    exactly the tokens so far, with the numerics of contiguous keys."""
 
-    def __init__(self):
+    def __init__(self, capacity: int = 0):
+        self.capacity = capacity
+        self.length = 0
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+        return self.length
+
+    def reserve(self, capacity: int) -> None:
+        """Room for `capacity` tokens: a size hint before the first append, a resize after it."""
+        self.capacity = max(self.capacity, capacity)
+        if self.k is not None and self.k.shape[2] < capacity:
+            self._resize(capacity)
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k is not None:
-            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
+        end = self.length + k.shape[2]
+        if self.k is None:
+            b, h, _, d = k.shape
+            self.k = k.new_empty(b, h, max(self.capacity, end), d)
+            self.v = v.new_empty(b, h, max(self.capacity, end), v.shape[3])
+        elif end > self.k.shape[2]:
+            self._resize(max(end, 2 * self.k.shape[2]))
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def _resize(self, capacity: int) -> None:
+        n = self.length
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_empty(*old.shape[:2], capacity, old.shape[3])
+            new[:, :, :n] = old[:, :, :n]
+            setattr(self, name, new)
 
     def select(self, index: torch.Tensor) -> None:
-        """Keep the rows `index` (beam search reorders hypotheses)."""
-        if self.k is not None:
-            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        """Keep the rows `index` ([B]: beam search reorders hypotheses), in place, the filled slots only."""
+        n = self.length
+        if n:
+            self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+            self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
+
+
+class StaticKVCache(KVCache):
+    """A cache whose shapes and addresses never change, as a captured CUDA graph needs: buffers [B, H, capacity, d]
+    allocated here; `append` writes at the slot(s) held in the tensor `position` (shared by every block and set in
+    place between steps, so one graph serves every position) and returns the whole buffers, so the caller must mask
+    the slots not filled yet (see `TextDecoder`). Those hold zeros, not garbage, because a masked NaN still poisons
+    attention (its weight is 0, and 0 * NaN is NaN). `len` stays 0: the position lives on the device."""
+
+    def __init__(self, rows: int, heads: int, capacity: int, head_dim: int, position: torch.Tensor,
+                 dtype: torch.dtype):
+        super().__init__(capacity)
+        self.k = torch.zeros(rows, heads, capacity, head_dim, dtype=dtype, device=position.device)
+        self.v = torch.zeros_like(self.k)
+        self.position = position
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k.index_copy_(2, self.position, k)
+        self.v.index_copy_(2, self.position, v)
+        return self.k, self.v
+
+    def select(self, index: torch.Tensor) -> None:
+        self.k.copy_(self.k.index_select(0, index))
+        self.v.copy_(self.v.index_select(0, index))
 
 
 def padding_mask(keep: torch.Tensor, q_len: int, causal: bool, past: int = 0) -> torch.Tensor:
@@ -74,7 +127,7 @@ class Attention(_Heads):
         past = 0
         if cache is not None:
             past = len(cache)
-            k, v = cache.append(k, v)
+            k, v = cache.append(k, v)  # a StaticKVCache gives its whole buffers: the caller's `mask` covers them
         if causal and mask is None and past:
             mask = padding_mask(torch.ones(x.shape[0], past + x.shape[1], device=x.device), x.shape[1], True, past)
         is_causal = causal and mask is None and q.shape[2] > 1
