@@ -32,6 +32,7 @@ class GenerationConfig:
     eos_id: int = 102
     pad_id: int = 0
     do_sample: bool | None = None  # None: sample iff top_p is set or temperature != 1.0
+    cuda_graphs: bool = False  # BLIP on CUDA: replay each step as a CUDA graph (models.blip.TextDecoder)
 
     def __post_init__(self):
         if self.max_new_tokens < 0 or self.min_new_tokens < 0:

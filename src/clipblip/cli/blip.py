@@ -16,7 +16,8 @@ def cmd_caption(args) -> int:
     t = model.config.text
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                            num_beams=args.beams, top_p=args.top_p, temperature=args.temperature,
-                           repetition_penalty=args.repetition_penalty, seed=args.seed, eos_id=t.sep_id, pad_id=t.pad_id)
+                           repetition_penalty=args.repetition_penalty, seed=args.seed, eos_id=t.sep_id, pad_id=t.pad_id,
+                           cuda_graphs=args.cuda_graphs)
     skipped = Skipped()
     rows = [{"image": str(images[i]), "caption": text}
             for i, text in captions(model, images, cfg, args.prompt, args.batch_size, skipped, progress=True,
@@ -62,6 +63,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int)
     p.add_argument("--prompt", help="e.g. 'a picture of ' (left out of the output)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="on a GPU, replay each decoding step as a CUDA graph (experimental: not yet run on a GPU)")
     add_common(p, model="blip")
     add_workers(p)
     p.set_defaults(run=cmd_caption)

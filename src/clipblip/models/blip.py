@@ -122,11 +122,13 @@ class BLIP(CarriesPreprocess, nn.Module):
         self._require("encoder", "encode questions")
         return self.text_encoder(ids, mask=self._self_mask(ids), context_kv=image_kv)
 
-    def decoder(self, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> "TextDecoder":
+    def decoder(self, context: torch.Tensor, context_mask: torch.Tensor | None = None,
+                cuda_graphs: bool = False) -> "TextDecoder":
         """A step-wise decoder (see `clipblip.generate`) attending to `context` ([B, N, W] image tokens, or VQA
-        question states with their keep-mask [B, N])."""
+        question states with their keep-mask [B, N]). `cuda_graphs`: on CUDA, replay each step as a CUDA graph
+        (opt-in: its capture has been tested on the CPU's static path only, not yet on a GPU)."""
         self._require("decoder", "generate text")
-        return TextDecoder(self, context, context_mask)
+        return TextDecoder(self, context, context_mask, static=cuda_graphs and context.is_cuda)
 
     def lm_logits(self, ids: torch.Tensor, context_kv, context_mask=None) -> torch.Tensor:
         """Teacher-forced next-token logits [B, L, V] for decoder input `ids` (starting with [DEC])."""
@@ -155,6 +157,8 @@ class TextDecoder:
             self.context_mask = padding_mask(context_mask, 1, causal=False)
         self.caches = [KVCache() for _ in model.text_decoder.blocks]
         self.static = context.is_cuda if static is None else static
+        # the LM projection runs in float32 (see LMHead); cast its tied weight once here, not at every step
+        self.out_weight = model.text_decoder.word_embed.weight.float()
         self._capacity = 0  # tokens per row, from `reserve`; 0: not known
         self._graph: _GraphStep | None = None
         self._length = 0  # tokens fed so far on the static path
@@ -174,7 +178,7 @@ class TextDecoder:
             return logits
         h = self.model.text_decoder(ids, causal=True, context_kv=self.context_kv, context_mask=self.context_mask,
                                     caches=self.caches)
-        return self.model.lm_head(h[:, -1], self.model.text_decoder.word_embed.weight).float()
+        return self.model.lm_head(h[:, -1], self.out_weight)
 
     def reorder(self, index: torch.Tensor) -> None:
         if self._graph is not None:

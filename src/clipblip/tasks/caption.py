@@ -56,4 +56,5 @@ def caption_ids(model, pixels: torch.Tensor, start: torch.Tensor, cfg: Generatio
     """New token ids per image, for preprocessed pixels [B, 3, S, S] and a prompt [1, L]."""
     device = model.device
     tokens = model.image_tokens(pixels.to(device))
-    return generate(model.decoder(tokens), start.to(device).expand(tokens.shape[0], -1), cfg)
+    decoder = model.decoder(tokens, cuda_graphs=cfg.cuda_graphs)
+    return generate(decoder, start.to(device).expand(tokens.shape[0], -1), cfg)
