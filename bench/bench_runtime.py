@@ -13,7 +13,7 @@ transformers bf16 is its fp32 model `.to(torch.bfloat16)`.
 Timing: each variant runs once (warm-up; its output is compared with transformers fp32's), once more under the
 memory probe, then `--repeat` rounds in which every variant runs once, the order rotating each round so that the
 drift of a shared machine hits all alike. A rate is items / median seconds; "+-" is half the range of the rounds'
-rates, relative to the median.
+times, relative to the median time.
 
 Memory: "params" counts every distinct weight and buffer once (int8 Linear weights at 1 byte a value, plus their
 float32 bias and scale). "activations" is the rise of the process's peak resident set (VmHWM, reset by writing 5 to
@@ -63,6 +63,7 @@ class Sizes:
 
 
 QUICK = Sizes(image_batch=4, text_batch=4, caption_batch=2, new_tokens=4, itm_texts=8, vqa_batch=2)
+TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2)
 
 
 @dataclass
@@ -82,8 +83,7 @@ def clip_config(quick: bool):
 
     if not quick:
         return CLIPConfig()  # the defaults are ViT-B/32's shapes
-    tiny = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2)
-    return CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 32, "patch_size": 8}, projection_dim=16)
+    return CLIPConfig(text_config=TINY, vision_config={**TINY, "image_size": 32, "patch_size": 8}, projection_dim=16)
 
 
 def blip_config(quick: bool):
@@ -91,14 +91,14 @@ def blip_config(quick: bool):
 
     if not quick:
         return T.BlipConfig(text_config={"num_attention_heads": 12})  # BLIP-base: ViT-B/16 at 384, BERT-base
-    tiny = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2)
-    return T.BlipConfig(text_config={**tiny, "encoder_hidden_size": 32},
-                        vision_config={**tiny, "image_size": 32, "patch_size": 8}, image_text_hidden_size=16)
+    return T.BlipConfig(text_config={**TINY, "encoder_hidden_size": 32},
+                        vision_config={**TINY, "image_size": 32, "patch_size": 8}, image_text_hidden_size=16)
 
 
 def redraw(model: torch.nn.Module) -> torch.nn.Module:
     # transformers initializes BLIP's ViT with std 1e-10, so every image gives the same tokens and the same caption;
-    # weights that see the image make the output check against transformers fp32 mean something.
+    # weights that see the image make the output check against transformers fp32 mean something (CLIP gets the
+    # same treatment, for one rule).
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -155,6 +155,11 @@ def agree_itm(out, ref) -> str:
     return f"max dp {(out.float().softmax(-1) - ref.float().softmax(-1)).abs().max().item():.4f}"
 
 
+def by_library(models: dict, theirs, ours) -> dict:
+    """variant -> call: `theirs(model)` for the transformers variants, `ours(model)` for clipblip's."""
+    return {v: functools.partial(theirs if v.startswith("transformers") else ours, m) for v, m in models.items()}
+
+
 def clip_cases(models: dict, s: Sizes) -> list[Case]:
     size = models[REF].config.vision_config.image_size
     px = torch.randn(s.image_batch, 3, size, size)
@@ -162,11 +167,9 @@ def clip_cases(models: dict, s: Sizes) -> list[Case]:
     ids[:, 0], ids[:, -1] = 49406, 49407  # [SOT] ... [EOT]: both pool at the EOT
 
     def image(x):
-        return {v: (lambda m=m: m.get_image_features(pixel_values=x)) if v.startswith("transformers")
-                else (lambda m=m: m.encode_image(x)) for v, m in models.items()}
+        return by_library(models, lambda m: m.get_image_features(pixel_values=x), lambda m: m.encode_image(x))
 
-    text = {v: (lambda m=m: m.get_text_features(input_ids=ids)) if v.startswith("transformers")
-            else (lambda m=m: m.encode_text(ids)) for v, m in models.items()}
+    text = by_library(models, lambda m: m.get_text_features(input_ids=ids), lambda m: m.encode_text(ids))
     return [Case("clip-image-32", f"CLIP image tower, batch {s.image_batch}", "CLIP", s.image_batch, image(px),
                  agree_features),
             Case("clip-image-1", "CLIP image tower, batch 1", "CLIP", 1, image(px[:1]), agree_features),
@@ -186,8 +189,8 @@ def caption_cases(models: dict, s: Sizes) -> list[Case]:
     cases = []
     for beams in (1, 3):
         cfg = GenerationConfig(num_beams=beams, eos_id=t.sep_id, pad_id=t.pad_id, **gen)
-        fns = {v: (lambda m=m, b=beams: m.generate(pixel_values=px, num_beams=b, **gen)) if v.startswith("trans")
-               else (lambda m=m, c=cfg: caption_ids(m, px, start, c)) for v, m in models.items()}
+        fns = by_library(models, lambda m, b=beams: m.generate(pixel_values=px, num_beams=b, **gen),
+                         lambda m, c=cfg: caption_ids(m, px, start, c))
         name = "greedy" if beams == 1 else f"beam {beams}"
         cases.append(Case(f"caption-{name.replace(' ', '')}", f"BLIP caption, batch {s.caption_batch}, {name}",
                           "BLIP caption", s.caption_batch, fns, agree_tokens(s.new_tokens)))
@@ -210,8 +213,8 @@ def itm_cases(models: dict, s: Sizes) -> list[Case]:
     def ours(m):
         return m.itm_logits(ids, m.image_kv(m.image_tokens(px)))
 
-    fns = {v: functools.partial(theirs if v.startswith("trans") else ours, m) for v, m in models.items()}
-    return [Case("itm", f"BLIP ITM, 1 image x {s.itm_texts} texts", "BLIP ITM", s.itm_texts, fns, agree_itm)]
+    return [Case("itm", f"BLIP ITM, 1 image x {s.itm_texts} texts", "BLIP ITM", s.itm_texts,
+                 by_library(models, theirs, ours), agree_itm)]
 
 
 def vqa_cases(models: dict, s: Sizes) -> list[Case]:
@@ -229,8 +232,7 @@ def vqa_cases(models: dict, s: Sizes) -> list[Case]:
         states = m.encode_question(ids, m.image_kv(m.image_tokens(px)))
         return generate(m.decoder(states, ids != t.pad_id), start, cfg)
 
-    fns = {v: (lambda m=m: m.generate(input_ids=ids, pixel_values=px, **gen)) if v.startswith("trans")
-           else (lambda m=m: ours(m)) for v, m in models.items()}
+    fns = by_library(models, lambda m: m.generate(input_ids=ids, pixel_values=px, **gen), ours)
     return [Case("vqa", f"BLIP VQA generate, batch {s.vqa_batch}, greedy", "BLIP VQA", s.vqa_batch, fns,
                  agree_tokens(s.new_tokens))]
 
@@ -290,9 +292,8 @@ def measure(case: Case, repeat: int) -> None:
             case.fns[v]()
             times[v].append(time.perf_counter() - t0)
     for v in live:
-        rates = [case.items / t for t in times[v]]
-        rate = case.items / statistics.median(times[v])
-        res[v].update(seconds=times[v], rate=rate, spread=(max(rates) - min(rates)) / 2 / rate)
+        median = statistics.median(times[v])
+        res[v].update(seconds=times[v], rate=case.items / median, spread=(max(times[v]) - min(times[v])) / 2 / median)
     print(f"  {case.label}: " + ", ".join(f"{v} {res[v]['rate']:.2f}/s" for v in live), flush=True)
 
 
@@ -350,7 +351,7 @@ def _head() -> list[str]:
 
 
 def rate_table(cases: list[Case]) -> list[str]:
-    rows = ["## Throughput (items/s, median; +- half the range of the rounds)", *_head()]
+    rows = ["## Throughput (items/s, median; +- half the range of the rounds' times)", *_head()]
     for c in cases:
         cells = [fmt(rate(c, v), "{:.2f}", "FAILED" if "error" in c.results.get(v, {}) else "-")
                  + (f" +-{c.results[v]['spread']:.0%}" if rate(c, v) else "") for v in VARIANTS]
@@ -440,7 +441,7 @@ def main():
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    cpu = cpu_info()
+    t0, cpu = time.perf_counter(), cpu_info()
     info = machine(args.threads, cpu)
     print("# " + ", ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     pattern = re.compile(args.only, re.I)
@@ -449,8 +450,8 @@ def main():
     for name, (*_, keys) in GROUPS.items():
         if any(pattern.search(k) for k in keys) or pattern.search(name):
             cases += run_group(name, args.quick, sizes, keep, args.repeat, params)
-    info["load_average_end"] = os.getloadavg()
-    print(f"# load average at the end: {info['load_average_end']}")
+    info.update(load_average_end=os.getloadavg(), wall_seconds=round(time.perf_counter() - t0))
+    print(f"# load average at the end: {info['load_average_end']}, {info['wall_seconds']} s in all")
     print("\n" + report(cases, params, cpu, args.quick))
     failed = [(c, v) for c in cases for v in VARIANTS if "error" in c.results.get(v, {})]
     for c, v in failed:
