@@ -39,7 +39,7 @@ def main():
     for name, hf in (("cap", hf_cap), ("itm", hf_itm), ("vqa", hf_vqa)):
         with tempfile.TemporaryDirectory() as d:
             hf.save_pretrained(d)
-            ours[name] = clipblip.load(d)
+            ours[name] = clipblip.load(d, device="cpu", precision="fp32")
 
     px8, px1 = torch.randn(8, 3, 384, 384), torch.randn(1, 3, 384, 384)
     gen = dict(max_new_tokens=20, min_new_tokens=20)

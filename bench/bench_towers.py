@@ -32,7 +32,7 @@ def main():
     hf = CLIPModel(CLIPConfig()).eval()  # defaults = ViT-B/32 shapes
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
-        ours = clipblip.load(d)
+        ours = clipblip.load(d, device="cpu", precision="fp32")
     captions = ["a photo of a dog", "two red circles left of a blue square", "a cat on a mat",
                 "an aerial view of a city at night with many lights"] * 8
     short = ours.tokenize(captions)

@@ -29,7 +29,7 @@ def build(vision: dict, text: dict, dim: int, device):
     hf = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=dim)).to(device).train()
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
-        ours = clipblip.load(d).to(device).train()
+        ours = clipblip.load(d, device="cpu", precision="fp32").to(device).train()
     return hf, ours
 
 

@@ -138,7 +138,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clip, blip = clipblip.load(args.clip), clipblip.load(args.blip)
+    clip, blip = (clipblip.load(s, device="cpu", precision="fp32") for s in (args.clip, args.blip))
     world = ShapesWorld(args.seed)
     rows, images, t0 = [], [], time.time()
     for i, p in enumerate(prompts(args.n, args.seed, world)):

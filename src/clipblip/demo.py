@@ -48,10 +48,10 @@ def main() -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     export_hf(CLIP(cfg).eval(), out / "clip-random-hf")
     print(f"1. wrote a random-weight CLIP in the Hugging Face layout: {out / 'clip-random-hf'}")
-    model = clipblip.load(out / "clip-random-hf")
+    model = clipblip.load(out / "clip-random-hf", precision="fp32")  # fp32: the conversion is shown lossless
     print("2. loaded it with clipblip.load (the test suite checks this path against transformers itself)")
     clipblip.save(model, out / "clip-random")
-    again = clipblip.load(out / "clip-random")
+    again = clipblip.load(out / "clip-random", precision="fp32")
     same = all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
     print(f"3. converted to the native format ({out / 'clip-random'}) and back: weights identical = {same}")
     paths = _draw_images(out / "images")

@@ -166,3 +166,10 @@ def test_cuda_models_give_the_cpu_results(tiny_clip_dir, tiny_blip_dir, image_fo
     assert torch.nn.functional.cosine_similarity(feats, ref).min() > (0.9999 if precision == "fp32" else 0.99)
     blip = clipblip.load(tiny_blip_dir, device="cuda", precision=precision)
     assert clipblip.match(blip, images, ["a"]).device.type == "cpu"
+
+
+def test_convert_keeps_the_weights_whatever_auto_picks(tiny_clip_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPBLIP_PRECISION", "bf16")  # as auto is on a CPU with AMX
+    assert main(["convert", str(tiny_clip_dir), str(tmp_path / "out")]) == 0
+    ref, out = (clipblip.load(d, device="cpu", precision="fp32") for d in (tiny_clip_dir, tmp_path / "out"))
+    assert all(torch.equal(v, out.state_dict()[k]) for k, v in ref.state_dict().items())

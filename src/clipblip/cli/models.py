@@ -35,7 +35,7 @@ def cmd_convert(args) -> int:
     from ..export import export_hf
     from ..tasks.inputs import Skipped
 
-    model = load(args.source, arch=args.arch)
+    model = load(args.source, arch=args.arch, device="cpu", precision="fp32")  # converted as stored
     if args.parts and args.to != "hf":
         raise ClipBlipError("--parts picks the Hugging Face BLIP class to export to: use it with --to hf")
     out = export_hf(model, args.output, args.parts) if args.to == "hf" else save(model, args.output)

@@ -74,7 +74,7 @@ def train_on(data: Path, out: Path, cfg: GainConfig):
                      "progress=false", f"seed={cfg.seed}", f"out={out}"]
         with torch.inference_mode(False), torch.enable_grad():  # callers (compare) may run in inference mode
             train(resolve("shapes-clip", overrides=overrides), resume=latest(out / "checkpoints") is not None)
-    return load(out / "model")
+    return load(out / "model", device="cpu", precision="fp32")  # evaluated as it was trained
 
 
 def evaluate(model, cfg: GainConfig) -> dict:

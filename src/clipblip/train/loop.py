@@ -47,7 +47,7 @@ def build_model(cfg: TrainConfig):
     if cfg.init:
         from .. import load
 
-        model = load(cfg.init)
+        model = load(cfg.init, device="cpu", precision="fp32")  # training keeps fp32 weights
         if cfg.objective == "vqa" and getattr(model.config, "tie_decoder", False):
             model = _untied(model)
         return model
@@ -64,7 +64,7 @@ def _load_vision(model, source: str) -> None:
     """Copy the image tower of `source` into `model` (its projection excepted: each model has its own)."""
     from .. import load
 
-    donor = load(source).visual.state_dict()
+    donor = load(source, device="cpu", precision="fp32").visual.state_dict()
     own = model.visual.state_dict()
     keys = [k for k in own if not k.startswith("proj")]
     bad = [k for k in keys if k not in donor or donor[k].shape != own[k].shape]
