@@ -4,6 +4,8 @@ same config and weights, in one process.
     python bench/bench_train.py                 # CPU fp32, a small config (the goal: >= 1.2x)
     python bench/bench_train.py --gpu           # CUDA bf16 autocast, ViT-B/16 at 224 px, batch 256, with and
                                                 # without gradient checkpointing, against the bf16 matmul rate
+    python bench/bench_train.py --gpu --compile # the same with torch.compile on both sides (train compile=true
+                                                # compiles our towers the same way)
 
 Captions are Shapes captions padded to 77 (what training sees); the 77-token case is printed too. Our text tower
 cuts the padding after the batch's last EOT (causal attention makes that exact); HF runs all 77 positions.
@@ -120,6 +122,10 @@ def gpu(args):
     text = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
                 hidden_act="gelu")
     hf, ours = build(vision, text, 512, "cuda")
+    if args.compile:  # in place, as `clipblip train compile=true` does (train/loop.py)
+        hf.compile()
+        for tower in (ours.visual, ours.text):
+            tower.compile()
     b = args.batch
     pixels = torch.randn(b, 3, 224, 224, device="cuda")
     ids = torch.randint(1, 49406, (b, 77), device="cuda")
@@ -130,7 +136,8 @@ def gpu(args):
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16)
 
-    print(f"ViT-B/16 CLIP train step, bf16 autocast, batch {b}, 77-token texts, {torch.cuda.get_device_name()}")
+    print(f"ViT-B/16 CLIP train step, bf16 autocast{', torch.compile' if args.compile else ''}, batch {b}, "
+          f"77-token texts, {torch.cuda.get_device_name()}")
     print(f"bf16 matmul 8192^3: {rate / 1e12:.0f} TFLOP/s; step work {flops / 1e12:.2f} TFLOP (3x forward)\n")
     print("| model | checkpointing | step | TFLOP/s | share of matmul rate | peak memory |\n|---|---|---|---|---|---|")
     theirs, mine = steps(hf, ours, pixels, ids, autocast)
@@ -154,6 +161,7 @@ def main():
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--batch", type=int)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="GPU: torch.compile both models first")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
