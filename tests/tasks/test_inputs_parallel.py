@@ -53,13 +53,15 @@ class Uneven:
     def __init__(self, pre, delays: dict):
         self.pre, self.delays, self.calls, self.lock = pre, delays, 0, threading.Lock()
 
-    def __call__(self, images):
-        for im in images:
-            time.sleep(self.delays.get(str(im), 0.0))
-        out = self.pre(images)
+    def uint8(self, image):  # what a decoding thread runs
+        time.sleep(self.delays.get(str(image), 0.0))
+        out = self.pre.uint8(image)
         with self.lock:
             self.calls += 1
         return out
+
+    def normalize(self, pixels):
+        return self.pre.normalize(pixels)
 
 
 @pytest.fixture

@@ -166,11 +166,12 @@ def _embed(w: Writer, model, todo: list[Item], batch_size: int, progress: bool, 
 
 
 def _read_image(pre, it: Item):
-    """(item, hash, meta, size, pixels [1, 3, S, S]), or the item's error row; runs in a decoding thread."""
+    """(item, hash, meta, size, uint8 pixels [3, S, S]), or the item's error row; runs in a decoding thread (the
+    batch is normalized by the consumer, see `Preprocess.uint8`)."""
     try:
         data = it.content()
         image = load_image(it.path if it.data is None else data)
-        pixels = pre([image])
+        pixels = pre.uint8(image)
     except OSError as e:
         return _row(it, "", it.meta, error=f"cannot read: {e.strerror or e}")
     except ClipBlipError as e:
@@ -185,7 +186,7 @@ def _embed_images(model, read: list) -> list[dict]:
     rows = [r for r in read if isinstance(r, dict)]
     good = [r for r in read if not isinstance(r, dict)]
     if good:
-        pixels = torch.cat([px for *_, px in good]).to(model.device)
+        pixels = model.preprocess.normalize(torch.stack([px for *_, px in good])).to(model.device)
         feats = F.normalize(model.encode_image(pixels).float(), dim=-1).cpu().numpy()
         rows += [_row(it, h, meta, vector=v, size=size) for (it, h, meta, size, _), v in zip(good, feats)]
     return rows

@@ -108,11 +108,12 @@ def _items(images):
 
 
 def _prepared(pre, item):
-    """(item, pixels [1, 3, S, S], None), or (item, None, the ClipBlipError); runs in a decoding thread."""
+    """(item, uint8 pixels [3, S, S], None), or (item, None, the ClipBlipError); runs in a decoding thread. The
+    batch is normalized in the consumer: float work in the threads would start an OpenMP team in each."""
     guard = _PIL_LOCKS[(id(item) >> 4) % len(_PIL_LOCKS)] if isinstance(item, Image.Image) else nullcontext()
     try:
         with guard:
-            return item, pre([item]), None
+            return item, pre.uint8(item), None
     except ClipBlipError as e:
         return item, None, e
 
@@ -151,11 +152,11 @@ def pixel_batches(model, images, batch_size: int = 32, skip_bad: bool = False, s
             if (i + 1) % batch_size == 0 or i + 1 == n:
                 bar.update()
                 if kept:
-                    yield kept, torch.cat(pixels)
+                    yield kept, model.preprocess.normalize(torch.stack(pixels))
                 kept, pixels = [], []
         if kept:  # the tail of an iterator, whose length was not known
             bar.update()
-            yield kept, torch.cat(pixels)
+            yield kept, model.preprocess.normalize(torch.stack(pixels))
 
 
 @torch.no_grad()
