@@ -68,7 +68,9 @@ def main() -> None:
     print("10. clipblip compare with the embedded Shapes models (CLIP vs BLIP on the same test splits):")
     from clipblip.cli import main as cli
 
-    code = cli(["compare", "--n", "200", "--out", str(out / "compare")])
+    # fp32: the comparison of record gives the same figures on every machine ("auto" is bf16 on some; what that
+    # changes is the README's accuracy-per-precision table)
+    code = cli(["compare", "--n", "200", "--precision", "fp32", "--out", str(out / "compare")])
     if code != 0:
         raise SystemExit(code)
     print(f"Try the CLI on them: clipblip classify {out / 'images'} --labels 'red circle' 'blue square' "

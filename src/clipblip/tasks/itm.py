@@ -25,7 +25,7 @@ def image_tokens(model, images, batch_size: int = 16, skip_bad: bool = False, sk
             t = model.image_tokens(pixels.to(device))
             toks.append(t)
             if "itc" in model.config.parts:
-                feats.append(F.normalize(model.vision_proj(t[:, 0]), dim=-1))
+                feats.append(F.normalize(model.vision_proj(t[:, 0]).float(), dim=-1))
             kept += idx
     if not toks:
         first = f"; the first: {skipped.items[0][1]}" if skipped else ""
