@@ -5,7 +5,7 @@ import torch
 
 import clipblip
 from clipblip import runtime
-from clipblip.cli import EXIT_ERROR, main
+from clipblip.cli import EXIT_ERROR, EXIT_PARTIAL, main
 from clipblip.errors import ClipBlipError
 
 AMX = frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile", "avx512_bf16"})
@@ -173,3 +173,19 @@ def test_convert_keeps_the_weights_whatever_auto_picks(tiny_clip_dir, tmp_path, 
     assert main(["convert", str(tiny_clip_dir), str(tmp_path / "out")]) == 0
     ref, out = (clipblip.load(d, device="cpu", precision="fp32") for d in (tiny_clip_dir, tmp_path / "out"))
     assert all(torch.equal(v, out.state_dict()[k]) for k, v in ref.state_dict().items())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_compare_index_and_score_run_at_low_precision(tmp_path, image_folder, capsys, precision):
+    import json
+
+    flags = ["--device", "cpu", "--precision", precision]
+    assert main(["compare", "--n", "8", "--out", str(tmp_path / "cmp"), "--json", *flags]) == 0
+    meta = json.loads((tmp_path / "cmp" / "results.json").read_text())["meta"]
+    assert f"cpu at {precision}" in meta["machine"]
+    images = [str(p) for p in sorted(image_folder.glob("*_*.*"))[:3]]
+    # the folder holds a corrupt image: skipped and listed (exit 3), the rest indexed
+    assert main(["index", "build", str(image_folder), "-o", str(tmp_path / "idx"), "--json", *flags]) == EXIT_PARTIAL
+    assert main(["index", "search", str(tmp_path / "idx"), "a red object", "--rerank", "--json", *flags]) == 0
+    assert main(["rerank", "a red object", *images, "--by", "itm", "--json", *flags]) == 0
+    capsys.readouterr()
