@@ -83,3 +83,20 @@ def test_shipped_vqa_quality():
     results, _ = benchmark.run(None, None, clipblip.load("shapes-blip-vqa"), n=40, progress=False)
     vqa = results["vqa"]["blip"]["generate"]
     assert vqa["overall"] >= 0.75 and vqa["per_type"]["color"] >= 0.8 and vqa["per_type"]["exists"] >= 0.8
+
+
+def test_compare_reads_a_dataset_with_one_caption_per_record(tmp_path):
+    import json
+
+    from PIL import Image
+
+    rows = []
+    for i, color in enumerate(["red", "blue", "green", "white"]):
+        Image.new("RGB", (64, 64), color).save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "caption": f"a {color} square"})
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    assert clipblip.cli.main(["compare", "--data", str(tmp_path / "data.jsonl"), "--n", "4", "--out", str(out),
+                              "--json"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["retrieval"]["clip"]["t2i"]["r1"] >= 0 and "captioning" in results

@@ -127,8 +127,8 @@ def _files(source: str, n: int, split=None, image_root=None, workers=None) -> di
                 break
             if rec is None:
                 rejects.add(r.get("id"), why, image=r.get("image"))
-            else:
-                recs.append(rec)
+            else:  # a record with one caption gets it as a one-item list: every section reads "captions"
+                recs.append(rec if "caption" not in rec or rec.get("captions") else {**rec, "captions": [rec["caption"]]})
     if not recs:
         raise ClipBlipError(f"{source}: no readable image among its records ({rejects.summary()})")
     return {"test": recs}
