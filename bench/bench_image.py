@@ -23,9 +23,8 @@ import PIL
 import torch
 from PIL import Image, features
 
-from common import define_torchvision_ops, machine
-
 from clipblip.image import OPENAI_MEAN, OPENAI_STD, Preprocess
+from common import define_torchvision_ops, machine
 
 SIZES = [(640, 480), (1920, 1080)]
 

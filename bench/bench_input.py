@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import threading
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,11 +34,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench_image import photo_like
-from common import machine
-
 import clipblip
+from bench_image import photo_like
 from clipblip.tasks.inputs import default_workers, image_features, pixel_batches
+from common import machine
 
 
 def write_images(folder: Path, n: int) -> list[Path]:

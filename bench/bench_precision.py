@@ -98,7 +98,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         base = random_blip_base_dir(tmp)
         for prec in ("bf16", "int8"):
-            figures = {**shipped(prec, args.n, args.n_captions), "random blip-base": blip_base(base, prec, args.base_images)}
+            figures = {**shipped(prec, args.n, args.n_captions),
+                       "random blip-base": blip_base(base, prec, args.base_images)}
             results["precisions"][prec] = {name: {**f, "verdicts": P.verdicts(f, prec)} for name, f in figures.items()}
     results["seconds"] = round(time.time() - start, 1)
     print(json.dumps(results, indent=1))

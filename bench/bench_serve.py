@@ -23,9 +23,8 @@ from collections import Counter
 
 import httpx
 
-from common import machine
-
 from clipblip.serve.metrics import percentile
+from common import machine
 
 
 def _inputs(n: int = 16):

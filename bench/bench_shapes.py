@@ -15,9 +15,9 @@ import argparse
 import time
 
 import torch
-from common import machine
 
 from clipblip.data.shapes import ShapesWorld, render
+from common import machine
 
 
 def rate(fn, seconds: float, rounds: int = 3) -> float:
@@ -53,7 +53,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)  # not used here; one thread so the machine line reads like the other benches
     print(f"machine: {machine()}")
-    print("| size | render (AA 2x) | render (no AA) | scene + render | sample train | captions only | sample web | text only |")
+    print("| size | render (AA 2x) | render (no AA) | scene + render | sample train | captions only | sample web "
+          "| text only |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         world = ShapesWorld(seed=0, image_size=size)

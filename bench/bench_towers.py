@@ -49,7 +49,7 @@ def main():
     }
     px32, px1 = torch.randn(32, 3, 224, 224), torch.randn(1, 3, 224, 224)
     print(f"# {machine()}")
-    print(f"| case | transformers ms | clipblip ms | speed-up |\n|---|---|---|---|")
+    print("| case | transformers ms | clipblip ms | speed-up |\n|---|---|---|---|")
     with torch.inference_mode():
         for name, (theirs, mine) in cases.items():
             t_hf, t_ours = compare(theirs, mine, args.repeat)

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine
 from PIL import Image, ImageDraw
 
 import clipblip
@@ -36,6 +35,7 @@ from clipblip.tasks.caption import caption
 from clipblip.tasks.guidance import guide
 from clipblip.tasks.itm import match
 from clipblip.tasks.score import clipscore
+from common import machine
 
 
 def prompts(n: int, seed: int, world: ShapesWorld) -> list[Caption]:
@@ -168,7 +168,8 @@ def main() -> None:
     relations = [r for r in rows if len(r["result"]["stated"]) == 3]  # exists, exists, rel
     rate["relation_stated"] = sum(r["result"]["stated"][2] for r in relations) / max(1, len(relations))
     means = {f"{side}_{k}": sum(r[side][k] for r in rows) / n for side in ("start", "result") for k in ("itm", "facts")}
-    summary = {"settings": vars(args), "judge_weights_sha256": weights_id(args.blip), "n": n, "judge_prefers_result": rate, "means": means,
+    summary = {"settings": vars(args), "judge_weights_sha256": weights_id(args.blip), "n": n,
+               "judge_prefers_result": rate, "means": means,
                "seconds": round(time.time() - t0, 1), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     (out / "results.json").write_text(json.dumps({**summary, "rows": rows}, indent=1))
     contact_sheet(rows, images, out / "sheet.png")

@@ -34,8 +34,8 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import torch
 

@@ -17,7 +17,8 @@ def hf_blip(kind: str, eos_bias: float | None = None, vision_eps: float = 1e-5, 
     some sequences end early and some run to the length limit."""
     import transformers as T
 
-    cfg = T.BlipConfig(text_config={**TEXT, **text}, vision_config={**VISION, "layer_norm_eps": vision_eps}, image_text_hidden_size=16)
+    cfg = T.BlipConfig(text_config={**TEXT, **text}, vision_config={**VISION, "layer_norm_eps": vision_eps},
+                       image_text_hidden_size=16)
     cls = {"caption": T.BlipForConditionalGeneration, "retrieval": T.BlipForImageTextRetrieval,
            "vqa": T.BlipForQuestionAnswering}[kind]
     torch.manual_seed(0)

@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import ClipBlipError
 
 __version__ = "0.1.0"
-__all__ = ["ClipBlipError", "answer", "caption", "classify", "match", "image_features", "image_to_text", "load", "save", "text_features",
+__all__ = ["ClipBlipError", "answer", "caption", "classify", "match", "image_features", "image_to_text", "load", "save",
+           "text_features",
            "text_to_image", "clipscore", "refclipscore", "rerank", "guidance_loss", "guide", "__version__"]
 
 

@@ -73,7 +73,8 @@ def tied_aliases(state: StateDict) -> dict[str, str]:
 def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Module:
     """Load every weight or fail naming what is missing, unexpected or misshapen."""
     own = model.state_dict()
-    if "visual.pos_embed" in sd and "visual.pos_embed" in own and sd["visual.pos_embed"].shape != own["visual.pos_embed"].shape:
+    pos = "visual.pos_embed"
+    if pos in sd and pos in own and sd[pos].shape != own[pos].shape:
         grid = model.config.vision.image_size // model.config.vision.patch_size
         sd = {**sd, "visual.pos_embed": resample_pos_embed(sd["visual.pos_embed"], grid)}
     alias = tied_aliases(own)
@@ -81,7 +82,8 @@ def load_strict(model: torch.nn.Module, sd: StateDict, source) -> torch.nn.Modul
     present = {alias[k] for k in sd if k in alias}
     missing = [k for k in own if k not in sd and alias[k] not in present and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         parts = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]

@@ -12,7 +12,6 @@ from .errors import ClipBlipError
 from .image import Preprocess
 
 
-
 @dataclass(frozen=True)
 class VisionConfig:
     arch: str = "vit"                 # "vit" | "resnet"

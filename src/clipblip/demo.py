@@ -1,8 +1,8 @@
 """`make demo`: the checkpoint path and the applications end to end, then `clipblip compare` with the embedded
 models trained on the Shapes world (runs/demo/compare/report.html).
 
-Steps 1-9 use random weights, so the labels and captions they print mean nothing; what they show is real: a model written
-in the Hugging Face CLIPModel layout is loaded, converted to the native format and back, and used for zero-shot
+Steps 1-9 use random weights, so the labels and captions they print mean nothing; what they show is real: a model
+written in the Hugging Face CLIPModel layout is loaded, converted to the native format and back, and used for zero-shot
 classification and text-to-image search over a folder of generated images; then a BLIP with every head captions,
 answers and matches the same images.
 """

@@ -1,5 +1,4 @@
 import pytest
-
 from index_helpers import write_shapes
 
 

@@ -134,7 +134,8 @@ def test_cli_takes_device_and_precision(tiny_clip_dir, image_folder, capsys, mon
     assert err.count("\n") == 1 and "no CUDA GPU" in err
 
 
-@pytest.mark.parametrize("command", [["embed", "--images", "x", "-o", "y.npy"], ["classify", "x"], ["search", "q", "--images", "x"],
+@pytest.mark.parametrize("command", [["embed", "--images", "x", "-o", "y.npy"], ["classify", "x"],
+                                     ["search", "q", "--images", "x"],
                                      ["caption", "x"], ["ask", "x", "q"], ["match", "x", "t"], ["score", "x", "p"],
                                      ["rerank", "p", "x"], ["guide", "p", "-o", "x.png"], ["compare"],
                                      ["index", "build", "x", "-o", "y"], ["index", "add", "x", "y"],

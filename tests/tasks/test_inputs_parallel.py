@@ -14,8 +14,7 @@ from PIL import Image
 import clipblip
 from clipblip import ClipBlipError
 from clipblip.image import load_image
-from clipblip.tasks.inputs import (PREFETCH_BATCHES, THREAD_PREFIX, Skipped, image_features, ordered_map,
-                                   pixel_batches)
+from clipblip.tasks.inputs import PREFETCH_BATCHES, THREAD_PREFIX, Skipped, image_features, ordered_map, pixel_batches
 
 
 def _pool_threads() -> list[threading.Thread]:
@@ -236,8 +235,8 @@ def test_benchmark_decodes_the_first_n_readable_records_of_a_file(tiny_clip_dir,
     broken.write_bytes(b"\xff\xd8 nothing")
     images = pictures[:2] + [broken] + pictures[2:8]
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"id": f"r{i}", "image": str(p), "captions": [f"picture {i}", f"image {i}"]}) + "\n"
-                            for i, p in enumerate(images)))
+    rows = [{"id": f"r{i}", "image": str(p), "captions": [f"picture {i}", f"image {i}"]} for i, p in enumerate(images)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     clip = clipblip.load(tiny_clip_dir)
     ids = {}
     for workers in (0, 3):

@@ -4,10 +4,10 @@ import json
 import shutil
 
 import pytest
+from train_helpers import RUN, TINY
 
 from clipblip.train import train
 from clipblip.train.config import resolve
-from train_helpers import RUN, TINY
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,

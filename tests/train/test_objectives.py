@@ -5,15 +5,15 @@ import json
 
 import pytest
 import torch
+from train_helpers import RUN, TINY, run, train_cmd
 
 import clipblip
 import clipblip.cli
+from clipblip.data.shapes_records import ShapesRecords
 from clipblip.errors import ClipBlipError
 from clipblip.train import objectives, resolve
 from clipblip.train.data import Collate
 from clipblip.train.loop import _untied, build_model
-from clipblip.data.shapes_records import ShapesRecords
-from train_helpers import RUN, TINY, run, train_cmd
 
 
 def tiny(preset, *more):

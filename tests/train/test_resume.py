@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import env, run, train_cmd
 
 from clipblip.train import checkpoint
-from train_helpers import env, run, train_cmd
 
 STEPS = ["steps=10", "batch_size=8", "save_every=2", "keep=2"]
 

@@ -16,8 +16,8 @@ from clipblip import catalog, hub
 from clipblip.catalog import ALIASES, ARCHS, CATALOG, Entry
 from clipblip.errors import ClipBlipError
 
-
 # ---- catalog data ------------------------------------------------------------------------------------------------
+
 
 def test_every_entry_is_well_formed():
     for name, entry in CATALOG.items():

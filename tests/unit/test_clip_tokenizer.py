@@ -24,8 +24,7 @@ import torch
 from tokenizers import Regex, pre_tokenizers
 
 from clipblip.errors import ClipBlipError
-from clipblip.text import ClipTokenizer
-from clipblip.text import clip_bpe
+from clipblip.text import ClipTokenizer, clip_bpe
 
 OPENAI_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 LITERALS = ("<|startoftext|>", "<|endoftext|>", "<start_of_text>", "<end_of_text>")
@@ -40,7 +39,7 @@ FRAGMENTS = {
     "accents": ["café", "naïve", "Ærøskøbing", "São Paulo", "Łódź", "Straße", "CAFÉ CRÈME", "Ça va", "Ñandú",
                 "Dvořák", "Việt Nam", "ǅemal", "İstanbul", "ΟΔΟΣ ΣΟΦΟΣ", "e\u0301te\u0301"],
     "emoji": ["😀", "👍🏽", "👨‍👩‍👧‍👦", "🏳️‍🌈", "🇫🇷🇯🇵", "1️⃣", "❤️", "👩🏿‍🚀", "🐶🐱", "✔"],
-    "scripts": ["一只猫坐在垫子上", "猫がマットの上に座っている", "고양이가 매트 위에 앉아 있다", "قطة تجلس على الحصيرة",
+    "scripts": ["一只猫坐在垫子上", "猫がマットの上に座っている", "고양이가 매트 위에 앉아 있다", "قطة تجلس على الحصيرة",  # noqa: E501 (wide characters)
                 "חתול יושב על השטיח", "Кошка сидит на коврике", "बिल्ली चटाई पर बैठी है", "แมวนั่งบนเสื่อ",
                 "Η γάτα κάθεται", "ქართული", "ᠮᠣᠩᠭᠣᠯ"],
     "html": ["&amp;", "&lt;b&gt;bold&lt;/b&gt;", "it&#39;s", "&amp;amp;", "&amp;amp;amp;", "&quot;hi&quot;",
@@ -56,7 +55,7 @@ FRAGMENTS = {
     "literals": [*LITERALS, "<|ENDOFTEXT|>", "<|ſtartoftext|>", "<|&#xfb06;artoftext|>", "!<|endoftext|>",
                  "<|endoftext|><|endoftext|>", "<|startoftext", "endoftext|>", "</w>"],
     "mojibake": ["cafÃ©", "â€œquotedâ€\x9d", "Ã¼ber", "âœ” done", "ã\x83\x84", "Ã\xa0 la", "doesnâ€™t", "Ã©tÃ©"],
-    "rare": ["x\u0345y", "a\U00010940b", "ﬁne ﬂow", "ＬＯＵＤ", "\x1b[31mred\x1b[0m", "a\x00b", "\ufeffbom", "\U0001D400"],
+    "rare": ["x\u0345y", "a\U00010940b", "ﬁne ﬂow", "ＬＯＵＤ", "\x1b[31mred\x1b[0m", "a\x00b", "\ufeffbom", "\U0001D400"],  # noqa: E501 (wide characters)
 }
 SEPARATORS = [" ", "", " ", "\t", "\n", "\xa0", " , "]
 

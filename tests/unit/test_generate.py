@@ -217,12 +217,18 @@ class RecordingDecoder(HFDecoder):
 
 def test_sampling_is_reproducible_by_seed(tiny_lms):
     model, (_, prompt), eos = tiny_lms[0]
-    draw = lambda seed: generate(HFDecoder(model), prompt, GenerationConfig(
-        max_new_tokens=15, top_p=0.9, temperature=1.5, seed=seed, eos_id=eos))
+
+    def draw(seed):
+        return generate(HFDecoder(model), prompt, GenerationConfig(
+            max_new_tokens=15, top_p=0.9, temperature=1.5, seed=seed, eos_id=eos))
+
     assert draw(0) == draw(0)
     assert draw(0) != draw(1)
-    beams = lambda seed: generate(HFDecoder(model), prompt, GenerationConfig(
-        max_new_tokens=10, num_beams=3, temperature=2.0, seed=seed, eos_id=eos))
+
+    def beams(seed):
+        return generate(HFDecoder(model), prompt, GenerationConfig(
+            max_new_tokens=10, num_beams=3, temperature=2.0, seed=seed, eos_id=eos))
+
     assert beams(3) == beams(3) and len(beams(3)) == 3
 
 

@@ -7,11 +7,20 @@ import pytest
 import torch
 
 from clipblip.errors import ClipBlipError
-from clipblip.eval.metrics import (accuracy, bleu4, caption_tokens, cider_d, cider_d_scores, normalize_answer,
-                                   pairwise_accuracy, retrieval_recall, vqa_accuracy)
-
+from clipblip.eval.metrics import (
+    accuracy,
+    bleu4,
+    caption_tokens,
+    cider_d,
+    cider_d_scores,
+    normalize_answer,
+    pairwise_accuracy,
+    retrieval_recall,
+    vqa_accuracy,
+)
 
 # ---------------------------------------------------------------------------------------------------- retrieval
+
 
 def test_recall_one_caption_per_image():
     # text 0 -> image 0 ranked 1st; text 1 -> image 1 ranked 2nd; text 2 -> image 2 ranked 3rd

@@ -51,7 +51,10 @@ def test_attention_matches_the_textbook_formula():
     attn = Attention(8, 2).eval()
     x = torch.randn(1, 4, 8)
     q, k, v = attn.qkv(x).chunk(3, -1)
-    heads = lambda t: t.view(1, 4, 2, 4).transpose(1, 2)
+
+    def heads(t):
+        return t.view(1, 4, 2, 4).transpose(1, 2)
+
     w = (heads(q) @ heads(k).transpose(-1, -2) / 2.0).softmax(-1)
     ref = attn.proj((w @ heads(v)).transpose(1, 2).reshape(1, 4, 8))
     assert torch.allclose(attn(x), ref, atol=1e-6)

@@ -13,8 +13,22 @@ import pytest
 from clipblip.cli import parser
 from clipblip.data import shapes_captions
 from clipblip.data import shapes_text as T
-from clipblip.data.shapes import (ANSWERS, ANSWERS_BY_TYPE, COLORS, RADIUS, SHAPES, SIZES, VOCAB, Obj, Scene,
-                                  ShapesWorld, parse, render, score_caption, tokenize)
+from clipblip.data.shapes import (
+    ANSWERS,
+    ANSWERS_BY_TYPE,
+    COLORS,
+    RADIUS,
+    SHAPES,
+    SIZES,
+    VOCAB,
+    Obj,
+    Scene,
+    ShapesWorld,
+    parse,
+    render,
+    score_caption,
+    tokenize,
+)
 from clipblip.errors import ClipBlipError
 
 N = 300

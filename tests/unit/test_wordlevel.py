@@ -5,8 +5,15 @@ import torch
 
 from clipblip import config as C
 from clipblip.errors import ClipBlipError
-from clipblip.text.wordlevel import (BERT_SPECIALS, CLIP_SPECIALS, BlipWordTokenizer, ClipWordTokenizer, bert_ids,
-                                     clip_ids, full_vocab)
+from clipblip.text.wordlevel import (
+    BERT_SPECIALS,
+    CLIP_SPECIALS,
+    BlipWordTokenizer,
+    ClipWordTokenizer,
+    bert_ids,
+    clip_ids,
+    full_vocab,
+)
 
 WORDS = ["a", "red", "circle", "left", "of", "blue", "square", ".", "?"]
 

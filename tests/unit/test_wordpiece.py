@@ -26,8 +26,7 @@ import pytest
 import torch
 
 from clipblip.errors import ClipBlipError
-from clipblip.text import BlipTokenizer
-from clipblip.text import wordpiece
+from clipblip.text import BlipTokenizer, wordpiece
 
 CAPTION_WORDS = ("a photo of dog cat red blue small large two three people man woman child sitting standing on in "
                  "the with near table street beach snow field car bus train plate pizza skateboard under next to "

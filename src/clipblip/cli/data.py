@@ -38,7 +38,6 @@ def _shapes_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-
 def cmd_shapes(args) -> int:
     from ..data.shapes_io import write_split
 
@@ -67,7 +66,6 @@ def _pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
     p.add_argument("--rejects", help="the JSON-lines file listing rejected items (default: OUT/rejects.jsonl)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
 
 
 def cmd_pack(args) -> int:

@@ -20,7 +20,8 @@ def cmd_embed(args) -> int:
     if out.suffix not in (".safetensors", ".npy"):
         raise ClipBlipError(f"output {out} must end in .safetensors or .npy")
     if out.suffix == ".npy" and texts and images:
-        raise ClipBlipError("a .npy file holds one array: embed images and texts to separate files, or use .safetensors")
+        raise ClipBlipError("a .npy file holds one array: embed images and texts to separate files, "
+                            "or use .safetensors")
     model = load_model(args)
     tensors, meta, skipped = {}, {}, Skipped()
     if images:

@@ -33,8 +33,8 @@ def cmd_add(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from ..tasks.inputs import Skipped
     from ..index import delete
+    from ..tasks.inputs import Skipped
 
     r, missing = delete(args.index, args.ids)
     skipped = Skipped()
@@ -45,8 +45,8 @@ def cmd_delete(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from ..tasks.inputs import Skipped
     from ..index import Index, query
+    from ..tasks.inputs import Skipped
 
     if (args.query is None) == (args.image is None):
         raise ClipBlipError("give a text query or --image Q.jpg (one of them)")
@@ -70,7 +70,6 @@ def cmd_info(args) -> int:
             "version": idx.version}
     print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
     return 0
-
 
 
 def _source_args(p, model: bool) -> None:

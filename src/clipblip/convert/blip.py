@@ -75,8 +75,9 @@ def _squeeze_vision(sd: StateDict) -> StateDict:
 
 def _split(sd: StateDict) -> tuple[StateDict, StateDict]:
     """(image tower keys, the rest): each side has its own rename table, and the tables share suffixes."""
-    is_vision = lambda k: k.startswith(("visual_encoder.", "vision_model.", "visual."))
-    return {k: v for k, v in sd.items() if is_vision(k)}, {k: v for k, v in sd.items() if not is_vision(k)}
+    vision = ("visual_encoder.", "vision_model.", "visual.")
+    return ({k: v for k, v in sd.items() if k.startswith(vision)},
+            {k: v for k, v in sd.items() if not k.startswith(vision)})
 
 
 def to_native(sd: StateDict) -> StateDict:
@@ -217,7 +218,8 @@ def config_to_hf(cfg: BlipConfig) -> tuple[dict, dict]:
     }
     im = cfg.image
     preprocessor = {"image_processor_type": "BlipImageProcessor", "do_resize": True,
-                    "size": {"height": im.size, "width": im.size}, "resample": {"bilinear": 2, "bicubic": 3}[im.interpolation],
+                    "size": {"height": im.size, "width": im.size},
+                    "resample": {"bilinear": 2, "bicubic": 3}[im.interpolation],
                     "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                     "image_mean": list(im.mean), "image_std": list(im.std), "do_convert_rgb": True}
     return config, preprocessor

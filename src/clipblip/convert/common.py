@@ -6,8 +6,6 @@ import re
 
 import torch
 
-from ..errors import ClipBlipError
-
 StateDict = dict[str, torch.Tensor]
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..config import ClipConfig, TextConfig, VisionConfig
-from ..image import Preprocess
 from ..errors import ClipBlipError
+from ..image import Preprocess
 from .common import StateDict, drop, fuse, invert, projection_groups, rename, unfuse
 
 _RULES = [

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import ClipConfig, TextConfig, VisionConfig
-from ..image import Preprocess
 from ..errors import ClipBlipError
+from ..image import Preprocess
 from .common import StateDict
 from .openai import infer_config
 

@@ -64,7 +64,8 @@ def infer_config(sd: StateDict, act: str = "quick_gelu", vision_heads: int | Non
         patch = sd["visual.conv1.weight"].shape[-1]
         grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         vision = VisionConfig(
-            arch="vit", image_size=patch * grid, width=w, layers=len(block_indices(sd, "visual.transformer.resblocks.")),
+            arch="vit", image_size=patch * grid, width=w,
+            layers=len(block_indices(sd, "visual.transformer.resblocks.")),
             heads=vision_heads or w // 64, patch_size=patch,
             mlp_dim=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0], act=act, output_dim=embed_dim)
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ClipBlipError
 
+
 def _write_png(image, path: Path) -> bool:
     """Write unless the file already holds these bytes; True if written."""
     buf = io.BytesIO()

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..tasks.inputs import image_features, ordered_map, text_features
-from ..tasks.itm import image_tokens, itm_scores
 from ..data.shapes import ANSWERS
 from ..errors import ClipBlipError
+from ..tasks.inputs import image_features, ordered_map, text_features
+from ..tasks.itm import image_tokens, itm_scores
 from . import compare as C
 from .report import lookup
 from .shapes_eval import records, zero_shot
@@ -127,8 +127,10 @@ def _files(source: str, n: int, split=None, image_root=None, workers=None) -> di
                 break
             if rec is None:
                 rejects.add(r.get("id"), why, image=r.get("image"))
-            else:  # a record with one caption gets it as a one-item list: every section reads "captions"
-                recs.append(rec if "caption" not in rec or rec.get("captions") else {**rec, "captions": [rec["caption"]]})
+            elif "caption" in rec and not rec.get("captions"):  # every section reads a "captions" list
+                recs.append({**rec, "captions": [rec["caption"]]})
+            else:
+                recs.append(rec)
     if not recs:
         raise ClipBlipError(f"{source}: no readable image among its records ({rejects.summary()})")
     return {"test": recs}

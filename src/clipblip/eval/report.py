@@ -31,7 +31,6 @@ SECTIONS = {
 }
 
 
-
 def _at(task: str, path: str, *keys) -> list:
     """One results path per key: _at("cost", "clip", "params", "peak_memory_mb") gives two."""
     return [(task, path, *(k if isinstance(k, tuple) else (k,))) for k in keys]
@@ -241,7 +240,8 @@ def _capfilt_section(c: dict) -> list:
         rows = [[name] + [fmt(key, lookup(scores, name, key)) for _, key in CAPFILT_METRICS] for name in scores]
         rows.append(["gap closed"] + [fmt(key, lookup(c, "gap_closed", key)) for _, key in CAPFILT_METRICS])
         out += [("p", f"A shapes-clip model trained on each corpus ({budget} samples), on the clean test split. "
-                      "gap closed = (capfilt - noisy) / (clean - noisy); — where clean beats noisy by less than 2 points."),
+                      "gap closed = (capfilt - noisy) / (clean - noisy); — where clean beats noisy by less than 2 "
+                      "points."),
                 ("table", ["corpus"] + [h for h, _ in CAPFILT_METRICS], rows)]
     if c.get("plot_file"):
         out.append(("img", c["plot_file"], "CapFilt scores and ROC/PR", "plot"))
@@ -254,7 +254,8 @@ def _task_groups(r: dict) -> list:
     specs += [(f"{d} R@1", "retrieval", (d, "r1")) for d in ("t2i", "i2t")]
     specs += [("compositional", "compositional", ("all",)), ("held-out comp.", "heldout", ("compositional",)),
               ("held-out t2i R@1", "heldout", ("t2i_r1",)), ("caption facts", "captioning", ("facts_true",))]
-    groups = [(label, [(p, lookup(r, task, p, *keys)) for p in _paths(r.get(task) or {})]) for label, task, keys in specs]
+    groups = [(label, [(p, lookup(r, task, p, *keys)) for p in _paths(r.get(task) or {})])
+              for label, task, keys in specs]
     groups += [(f"VQA {mode}", [("blip", lookup(r, "vqa", "blip", mode, "overall"))]) for mode in ("generate", "rank")]
     return _present(groups)
 

@@ -23,7 +23,6 @@ class PreNormBlock(nn.Module):
         x = x + self.attn(self.norm1(x), mask=mask, causal=causal)
         return x + self.mlp(self.norm2(x))
 
-
     def first_token(self, x):
         """The block's output at the first position only (see `Attention.first_token`): [B, 1, W]."""
         first = x[:, :1] + self.attn.first_token(self.norm1(x))

@@ -24,7 +24,8 @@ def _pair(model, images, questions):
     if len(questions) == 1 and n > 1:
         questions = questions * n
     if n == 1 and len(questions) > 1:
-        images = images.expand(len(questions), -1, -1, -1) if isinstance(images, torch.Tensor) else images * len(questions)
+        many = len(questions)
+        images = images.expand(many, -1, -1, -1) if isinstance(images, torch.Tensor) else images * many
     if len(questions) != len(images):
         raise ClipBlipError(f"got {len(images)} images and {len(questions)} questions: give one question per image, "
                             "or one image or one question for all")

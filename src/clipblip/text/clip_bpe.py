@@ -182,8 +182,10 @@ class ClipTokenizer:
 
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         """[B, context_length] int64; a single str gives B = 1."""
-        length = self.context_length if context_length is None else check_length(context_length, "context_length", "sot and eot")
-        rows = [[self.sot_id, *ids[: length - 2], self.eot_id] for ids in self._ids_batch(check_texts(texts, "ClipTokenizer"))]
+        length = (self.context_length if context_length is None
+                  else check_length(context_length, "context_length", "sot and eot"))
+        rows = [[self.sot_id, *ids[: length - 2], self.eot_id]
+                for ids in self._ids_batch(check_texts(texts, "ClipTokenizer"))]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         out = np.full((len(rows), length), self.pad_id, dtype=np.int64)

@@ -106,7 +106,8 @@ class BlipTokenizer:
                  first: str = "cls", pad_to_max: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, attention_mask), both [B, L] int64; a single str gives B = 1. L is the longest row, or max_length
         with `pad_to_max` (fixed shapes, as distributed training gathers them)."""
-        length = self.max_length if max_length is None else check_length(max_length, "max_length", "the first token and [SEP]")
+        length = (self.max_length if max_length is None
+                  else check_length(max_length, "max_length", "the first token and [SEP]"))
         first_id = self._first_ids.get(first) if isinstance(first, str) else None
         if first_id is None:
             raise ClipBlipError(f"first must be 'cls' (text encoder), 'enc' (ITM) or 'dec' (decoder); got {first!r}")

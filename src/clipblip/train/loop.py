@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import checkpoint as native
 from .. import config as model_config
-from ..errors import ClipBlipError
 from .. import distributed
+from ..errors import ClipBlipError
 from . import checkpoint, objectives, optim
 from .config import TrainConfig
 from .data import Collate, loader, to_device

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distributed import gather, global_mean
 from ..errors import ClipBlipError
 from ..losses import contrastive_loss, hard_negatives, itc_distill_loss, itm_loss, lm_loss
 from ..nn import padding_mask
-from ..distributed import gather, global_mean
 from .momentum import Momentum
 
 
