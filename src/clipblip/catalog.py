@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ClipBlipError
+from .image import OPENAI_MEAN, OPENAI_STD
 
 FAMILIES = ("clip", "blip")
 FORMATS = ("open_clip", "hf_clip", "blip_original", "hf_blip")
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import env, run, train_cmd
 
-from clipblip.train import checkpoint
+from clipblip.train import state
 
 STEPS = ["steps=10", "batch_size=8", "save_every=2", "keep=2"]
 
@@ -36,7 +36,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, preset):
     assert not (cut / "model").exists(), "the run finished before it was killed"
     # a checkpoint being written when the kill came: never picked up
     (cut / "checkpoints" / ".step-00000006.pt.99999.tmp").write_bytes(b"half a checkpoint")
-    assert checkpoint.latest(cut / "checkpoints").name >= "step-00000004.pt"
+    assert state.latest(cut / "checkpoints").name >= "step-00000004.pt"
     run([*train_cmd(preset, cut)[:3], "train", "--resume", str(cut)])
     whole, resumed = load_file(tmp_path / "whole/model/model.safetensors"), load_file(cut / "model/model.safetensors")
     assert whole.keys() == resumed.keys()
@@ -47,11 +47,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, preset):
 
 
 def test_latest_ignores_temporary_files(tmp_path):
-    assert checkpoint.latest(tmp_path) is None
-    checkpoint.save(tmp_path, 2, {"step": 2}, keep=2)
+    assert state.latest(tmp_path) is None
+    state.save(tmp_path, 2, {"step": 2}, keep=2)
     (tmp_path / ".step-00000004.pt.1.tmp").write_bytes(b"")
-    assert checkpoint.latest(tmp_path).name == "step-00000002.pt"
+    assert state.latest(tmp_path).name == "step-00000002.pt"
     for step in (4, 6):
-        checkpoint.save(tmp_path, step, {"step": step}, keep=2)
+        state.save(tmp_path, step, {"step": step}, keep=2)
     assert sorted(p.name for p in tmp_path.glob("step-*.pt")) == ["step-00000004.pt", "step-00000006.pt"]
-    assert checkpoint.load(checkpoint.latest(tmp_path))["step"] == 6
+    assert state.load(state.latest(tmp_path))["step"] == 6

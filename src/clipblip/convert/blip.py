@@ -13,7 +13,18 @@ import torch
 from ..config import BertConfig, BlipConfig, VisionConfig
 from ..errors import ClipBlipError
 from ..image import Preprocess
-from .common import StateDict, block_indices, drop, fuse, invert, projection_groups, rename, unfuse
+from .common import (
+    HF_RESAMPLE,
+    StateDict,
+    block_indices,
+    drop,
+    fuse,
+    invert,
+    projection_groups,
+    rename,
+    resample_name,
+    unfuse,
+)
 
 _TRAINING_STATE = (r"^(visual_encoder|text_encoder|vision_proj|text_proj)_m\.", r"^(image|text|idx)_queue$",
                    r"^(queue|ptr)_ptr$", r"^ptr_queue$", r"\.position_ids$")
@@ -192,7 +203,7 @@ def config_from_hf(hf: dict, parts: tuple[str, ...], preprocessor: dict | None =
         image = Preprocess(size=size.get("height", vision.image_size) if isinstance(size, dict) else size,
                            mean=tuple(preprocessor.get("image_mean", image.mean)),
                            std=tuple(preprocessor.get("image_std", image.std)),
-                           interpolation={2: "bilinear", 3: "bicubic"}.get(preprocessor.get("resample", 3), "bicubic"),
+                           interpolation=resample_name(preprocessor),
                            resize="squash")
     return BlipConfig(vision=vision, text=text, image=image, embed_dim=hf.get("image_text_hidden_size", 256),
                       parts=parts)
@@ -219,7 +230,7 @@ def config_to_hf(cfg: BlipConfig) -> tuple[dict, dict]:
     im = cfg.image
     preprocessor = {"image_processor_type": "BlipImageProcessor", "do_resize": True,
                     "size": {"height": im.size, "width": im.size},
-                    "resample": {"bilinear": 2, "bicubic": 3}[im.interpolation],
+                    "resample": HF_RESAMPLE[im.interpolation],
                     "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                     "image_mean": list(im.mean), "image_std": list(im.std), "do_convert_rgb": True}
     return config, preprocessor

@@ -6,6 +6,15 @@ import re
 
 import torch
 
+# Pillow's resampling codes, as Hugging Face image processors store them
+HF_RESAMPLE = {"bilinear": 2, "bicubic": 3}
+
+
+def resample_name(preprocessor: dict) -> str:
+    """The interpolation a Hugging Face preprocessor_config.json names (bicubic when it names none we know)."""
+    return {code: name for name, code in HF_RESAMPLE.items()}.get(preprocessor.get("resample", 3), "bicubic")
+
+
 StateDict = dict[str, torch.Tensor]
 
 

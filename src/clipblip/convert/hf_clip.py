@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import ClipConfig, TextConfig, VisionConfig
 from ..errors import ClipBlipError
 from ..image import Preprocess
-from .common import StateDict, drop, fuse, invert, projection_groups, rename, unfuse
+from .common import HF_RESAMPLE, StateDict, drop, fuse, invert, projection_groups, rename, resample_name, unfuse
 
 _RULES = [
     (r"^text_model\.embeddings\.token_embedding\.", "text.token_embed."),
@@ -69,7 +69,7 @@ def config_from_hf(hf: dict, preprocessor: dict | None = None) -> ClipConfig:
         image = Preprocess(size=crop["height"] if isinstance(crop, dict) else crop,
                             mean=tuple(preprocessor.get("image_mean", image.mean)),
                             std=tuple(preprocessor.get("image_std", image.std)),
-                            interpolation={2: "bilinear", 3: "bicubic"}.get(preprocessor.get("resample", 3), "bicubic"))
+                            interpolation=resample_name(preprocessor))
     return ClipConfig(vision=vision, text=text, image=image, embed_dim=embed,
                       init_logit_scale=hf.get("logit_scale_init_value", 2.6592))
 
@@ -103,5 +103,5 @@ def config_to_hf(cfg: ClipConfig) -> tuple[dict, dict]:
         "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": im.size},
         "do_center_crop": True, "crop_size": {"height": im.size, "width": im.size}, "do_rescale": True,
         "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(im.mean), "image_std": list(im.std),
-        "resample": {"bilinear": 2, "bicubic": 3}[im.interpolation], "do_convert_rgb": True}
+        "resample": HF_RESAMPLE[im.interpolation], "do_convert_rgb": True}
     return config, preprocessor

@@ -62,9 +62,9 @@ def corpora(out: Path, cfg: GainConfig, blip, progress: bool = True) -> tuple[di
 def train_on(data: Path, out: Path, cfg: GainConfig):
     """A shapes-clip model trained on `data` with the experiment's budget (resumed if a run is there)."""
     from .. import load
-    from ..train.checkpoint import latest
     from ..train.config import resolve
     from ..train.loop import train
+    from ..train.state import latest
 
     if not (out / "model").exists():
         import torch

@@ -38,7 +38,7 @@ def rerank(blip, text: str, hits: list[Hit]) -> list[Hit]:
     from ..tasks.itm import image_tokens, itm_scores
 
     require_blip(blip, "the ITM rerank")
-    blip._require("itm", "rerank by image-text matching")
+    blip.require("itm", "rerank by image-text matching")
     with_image = [h for h in hits if h.path]
     if not with_image:
         return []

@@ -65,7 +65,7 @@ class BLIP(CarriesPreprocess, nn.Module):
     @property
     def logit_scale(self) -> torch.Tensor:
         """log(1 / temp): ITC logits are similarities / temp, the same scale CLIP keeps as log(1 / T)."""
-        self._require("itc", "compute ITC similarities")
+        self.require("itc", "compute ITC similarities")
         return -self.temp.log()
 
     @property
@@ -81,25 +81,25 @@ class BLIP(CarriesPreprocess, nn.Module):
         """Token ids [B, L] ([first] ... [SEP], padded with [PAD]); the mask is `ids != pad_id`."""
         return self.tokenizer(texts, first=first)[0]
 
-    def _require(self, part: str, task: str) -> None:
+    def require(self, part: str, task: str) -> None:
         if part not in self.config.parts:
             raise ClipBlipError(f"this BLIP checkpoint has no {part} (it has {', '.join(self.config.parts)}), so it "
                                 f"cannot {task}; load a checkpoint made for it")
 
-    def _self_mask(self, ids: torch.Tensor, causal: bool = False):
+    def self_mask(self, ids: torch.Tensor, causal: bool = False):
         return text_mask(ids, self.config.text.pad_id, causal)
 
     # ---- ITC ---------------------------------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, embed_dim] ITC image features, not normalized (float32, whatever the model's precision)."""
-        self._require("itc", "compute ITC features")
+        self.require("itc", "compute ITC features")
         return self.vision_proj(self.visual(pixels)).float()
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, embed_dim] ITC text features (unimodal encoder, [CLS]), not normalized."""
-        self._require("itc", "compute ITC features")
+        self.require("itc", "compute ITC features")
         ids = ids.to(self.temp.device)
-        return self.text_proj(self.text_encoder(ids, mask=self._self_mask(ids))[:, 0]).float()
+        return self.text_proj(self.text_encoder(ids, mask=self.self_mask(ids))[:, 0]).float()
 
     # ---- image-grounded paths ------------------------------------------------------------------------------------
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -113,26 +113,26 @@ class BLIP(CarriesPreprocess, nn.Module):
     def itm_logits(self, ids: torch.Tensor, image_kv) -> torch.Tensor:
         """[T, 2] (no-match, match) logits. `ids` [T, L] start with [ENC] (BLIP) or [CLS] (HF's ITM path);
         `image_kv` from `image_kv` for 1 image (broadcast over the T texts) or for T images."""
-        self._require("itm", "score image-text matching")
-        h = self.text_encoder(ids, mask=self._self_mask(ids), context_kv=image_kv)
+        self.require("itm", "score image-text matching")
+        h = self.text_encoder(ids, mask=self.self_mask(ids), context_kv=image_kv)
         return self.itm_head(h[:, 0]).float()
 
     def encode_question(self, ids: torch.Tensor, image_kv) -> torch.Tensor:
         """VQA: the question encoded with cross-attention to the image, [B, L, W]."""
-        self._require("encoder", "encode questions")
-        return self.text_encoder(ids, mask=self._self_mask(ids), context_kv=image_kv)
+        self.require("encoder", "encode questions")
+        return self.text_encoder(ids, mask=self.self_mask(ids), context_kv=image_kv)
 
     def decoder(self, context: torch.Tensor, context_mask: torch.Tensor | None = None,
                 cuda_graphs: bool = False) -> "TextDecoder":
         """A step-wise decoder (see `clipblip.generate`) attending to `context` ([B, N, W] image tokens, or VQA
         question states with their keep-mask [B, N]). `cuda_graphs`: on CUDA, replay each step as a CUDA graph
         (opt-in: its capture has been tested on the CPU's static path only, not yet on a GPU)."""
-        self._require("decoder", "generate text")
+        self.require("decoder", "generate text")
         return TextDecoder(self, context, context_mask, static=cuda_graphs and context.is_cuda)
 
     def lm_logits(self, ids: torch.Tensor, context_kv, context_mask=None) -> torch.Tensor:
         """Teacher-forced next-token logits [B, L, V] for decoder input `ids` (starting with [DEC])."""
-        h = self.text_decoder(ids, mask=self._self_mask(ids, causal=True), causal=True, context_kv=context_kv,
+        h = self.text_decoder(ids, mask=self.self_mask(ids, causal=True), causal=True, context_kv=context_kv,
                               context_mask=context_mask)
         return self.lm_head(h, self.text_decoder.word_embed.weight).float()
 

@@ -241,8 +241,8 @@ def capfilt(data, out, captioner, filt=None, cfg: CapFiltConfig | None = None, *
     require_blip(captioner, "CapFilt's captioner")
     require_blip(filt, "CapFilt's filter")
     if cfg.n_synthetic:
-        captioner._require("decoder", "write synthetic captions")
-    filt._require("itm", "filter captions")
+        captioner.require("decoder", "write synthetic captions")
+    filt.require("itm", "filter captions")
     out = Path(out)
     if rank == 0:  # before any rank writes: another rank's temp file is never taken for a stale one
         (out / "parts").mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def captions(model, images, cfg: GenerationConfig, prompt=None, batch_size: int 
     """Yield (image index, caption); with `skipped` (a Skipped), bad images are recorded there and left out.
     `workers`: decoding threads, as in `inputs.pixel_batches`."""
     require_blip(model, "captioning")
-    model._require("decoder", "write captions")
+    model.require("decoder", "write captions")
     start = prompt_ids(model, prompt)
     batches = pixel_batches(model, images, batch_size, skip_bad=skipped is not None, skipped=skipped,
                             progress=progress, workers=workers)

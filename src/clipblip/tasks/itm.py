@@ -46,7 +46,7 @@ def itm_scores(model, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def match(model, images, texts, batch_size: int = 16) -> torch.Tensor:
     """ITM match probability [n_images, n_texts]. Texts start with [ENC], as BLIP's ITM was trained."""
     require_blip(model, "image-text matching")
-    model._require("itm", "score image-text matching")
+    model.require("itm", "score image-text matching")
     texts = [texts] if isinstance(texts, str) else list(texts)
     ids = model.tokenize(texts, first="enc").to(model.device)
     tokens, _, _ = image_tokens(model, images, batch_size)

@@ -192,7 +192,7 @@ def rerank(model, prompt: str, images, by: str = "clip", top_k: int | None = Non
         from .itm import image_tokens, itm_scores
 
         require_blip(model, "ITM reranking")
-        model._require("itm", "rerank by image-text matching")
+        model.require("itm", "rerank by image-text matching")
         bad = Skipped()
         tokens, _, kept = image_tokens(model, images, batch_size, skipped is not None, bad)
         ids = model.tokenize([prompt], first="enc").to(tokens.device)

@@ -47,7 +47,7 @@ def answer(model, images, questions, candidates=None, num_beams: int = 3, max_ne
     """One answer per (image, question): generated text, or with `candidates` the ranked [(answer, prob)]."""
     require_blip(model, "question answering")
     for part in ("encoder", "decoder"):
-        model._require(part, "answer questions")
+        model.require(part, "answer questions")
     images, questions = _pair(model, images, questions)
     out = []
     for idx, pixels in pixel_batches(model, images, batch_size):

@@ -14,8 +14,6 @@ from ..nn import CrossAttention
 
 
 class Bottleneck(nn.Module):
-    expansion = 4
-
     def __init__(self, inplanes: int, planes: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)

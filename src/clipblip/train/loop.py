@@ -25,7 +25,7 @@ from .. import checkpoint as native
 from .. import config as model_config
 from .. import distributed
 from ..errors import ClipBlipError
-from . import checkpoint, objectives, optim
+from . import objectives, optim, state
 from .config import TrainConfig
 from .data import Collate, loader, to_device
 from .logs import Logger
@@ -151,32 +151,32 @@ class Trainer:
         self.step = 0
         if resume:
             self._restore()
-        elif self.env.main and checkpoint.latest(self.out / "checkpoints"):
+        elif self.env.main and state.latest(self.out / "checkpoints"):
             raise ClipBlipError(f"{self.out} already holds checkpoints of a run: resume it with --resume, or pick "
                                 "another out=")
         self.log = Logger(self.out, cfg, self.env.main, self.step)
 
     def _restore(self) -> None:
-        path = checkpoint.latest(self.out / "checkpoints")
+        path = state.latest(self.out / "checkpoints")
         if path is None:
             raise ClipBlipError(f"nothing to resume: {self.out / 'checkpoints'} holds no complete checkpoint")
-        state = checkpoint.load(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved = state.load(path)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
         if self.momentum is not None:
-            self.momentum.load_state_dict(state["momentum"])
-        checkpoint.set_rng_state(state["rng"])
-        self.step = state["step"]
+            self.momentum.load_state_dict(saved["momentum"])
+        state.set_rng_state(saved["rng"])
+        self.step = saved["step"]
 
     def _state(self) -> dict:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "momentum": self.momentum.state_dict() if self.momentum is not None else None,
-                "rng": checkpoint.rng_state(), "config": self.cfg.to_dict(),
+                "rng": state.rng_state(), "config": self.cfg.to_dict(),
                 "samples_seen": self.step * self.cfg.accum * self.cfg.batch_size}
 
     def save(self) -> None:
         if self.env.main:
-            checkpoint.save(self.out / "checkpoints", self.step, self._state(), self.cfg.keep)
+            state.save(self.out / "checkpoints", self.step, self._state(), self.cfg.keep)
         distributed.barrier()
 
     def _micro_step(self, batch: dict, micro: int) -> dict:

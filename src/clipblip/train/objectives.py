@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from ..distributed import gather, global_mean
 from ..errors import ClipBlipError
-from ..losses import contrastive_loss, hard_negatives, itc_distill_loss, itm_loss, lm_loss
 from ..nn import padding_mask
+from .losses import contrastive_loss, hard_negatives, itc_distill_loss, itm_loss, lm_loss
 from .momentum import Momentum
 
 
@@ -44,7 +44,7 @@ def clip(model, batch, ctx: Context) -> dict:
 
 
 def _text_cls(model, ids):
-    return model.text_encoder(ids, mask=model._self_mask(ids))[:, 0]
+    return model.text_encoder(ids, mask=model.self_mask(ids))[:, 0]
 
 
 def _itc(model, batch, ctx: Context, tokens):
@@ -117,7 +117,7 @@ def vqa(model, batch, ctx: Context) -> dict:
     mask = None if bool(keep.all()) else padding_mask(keep, 1, causal=False)
     seq = _lm(model, batch["answer_ids"], model.image_kv(states, "decoder"), ctx, mask,
               weights=batch["answer_weights"], per="sequence")
-    return {"vqa": global_mean(seq, q.shape[0])}
+    return {"vqa": global_mean(seq.sum(), q.shape[0])}
 
 
 OBJECTIVES = {"clip": clip, "blip-pretrain": blip_pretrain, "retrieval": retrieval, "caption": caption, "vqa": vqa}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import gather, global_mean
+from ..distributed import gather, global_mean
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -93,12 +93,12 @@ def itm_loss(logits: torch.Tensor, n_pos: int) -> torch.Tensor:
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.1,
             weights: torch.Tensor | None = None, per: str = "token") -> torch.Tensor:
     """Next-token cross-entropy. logits [B, L, V] predict targets [B, L] (already shifted); pad_id is ignored.
-    per="token": the mean over the global batch's tokens (captioning, pretraining); per="sequence": each
-    sequence's token sum times its weight, averaged over sequences (BLIP's VQA answer loss)."""
+    per="token": the mean over the global batch's tokens (captioning, pretraining). per="sequence": each
+    sequence's token sum times its weight, [B], not reduced: the caller knows what to average over (BLIP's VQA
+    sums a question's weighted answers, then averages over the global batch's questions)."""
     keep = targets != pad_id
     flat = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none",
                            label_smoothing=label_smoothing).view(targets.shape) * keep
     if per == "token":
         return global_mean(flat.sum(), int(keep.sum()))
-    seq = flat.sum(1) * (weights if weights is not None else 1.0)
-    return seq.sum()
+    return flat.sum(1) * (weights if weights is not None else 1.0)
