@@ -15,8 +15,8 @@ from .errors import ClipBlipError
 
 __version__ = "0.1.0"
 __all__ = ["ClipBlipError", "answer", "caption", "classify", "match", "image_features", "image_to_text", "load", "save",
-           "text_features",
-           "text_to_image", "clipscore", "refclipscore", "rerank", "guidance_loss", "guide", "__version__"]
+           "text_features", "text_to_image", "clipscore", "refclipscore", "rerank", "guidance_loss", "guide",
+           "__version__"]
 
 
 def load(source, *, arch: str | None = None, device: str = "auto", precision: str = "auto"):
@@ -66,93 +66,30 @@ def save(model, directory):
     return checkpoint.save(model, directory)
 
 
-def classify(model, images, labels, templates=None, top_k: int = 5):
-    from .tasks.zeroshot import classify as _classify
-
-    return _classify(model, images, labels, templates=templates, top_k=top_k)
-
-
-def caption(model, images, num_beams: int = 1, max_new_tokens: int = 30, min_new_tokens: int = 0, top_p=None,
-            temperature: float = 1.0, repetition_penalty: float = 1.0, prompt=None, seed=None) -> list[str]:
-    """BLIP captions, one per image: greedy, beam search (num_beams > 1) or nucleus sampling (top_p)."""
-    from .tasks.caption import caption as _run
-
-    return _run(model, images, num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, prompt=prompt, seed=seed)
-
-
-def answer(model, images, questions, candidates=None):
-    """BLIP VQA: a generated answer per (image, question), or with `candidates` ranked [(answer, prob)] lists."""
-    from .tasks.vqa import answer as _run
-
-    return _run(model, images, questions, candidates=candidates)
-
-
-def match(model, images, texts):
-    """BLIP ITM: match probability [n_images, n_texts]."""
-    from .tasks.itm import match as _run
-
-    return _run(model, images, texts)
-
-
-def text_to_image(model, texts, image_feats, top_k: int = 5):
-    """Per text, [(image row, score)] best first; `image_feats` from `image_features`."""
-    from .tasks.retrieval import text_to_image as _run
-
-    return _run(model, texts, image_feats, top_k)
-
-
-def image_to_text(model, images, text_feats, top_k: int = 5):
-    """Per image, [(text row, score)] best first; `text_feats` from `text_features`."""
-    from .tasks.retrieval import image_to_text as _run
-
-    return _run(model, images, text_feats, top_k)
-
-
-def image_features(model, images, batch_size: int = 32):
-    """Normalized image features [N, D] (a bad image raises; the CLI skips and lists them instead)."""
+def image_features(model, images, batch_size: int = 32, workers: int | None = None):
+    """Normalized image features [N, D] (a bad image raises; the CLI skips and lists them instead). The task's own
+    `tasks.inputs.image_features` also returns which images were kept and which skipped."""
     from .tasks.inputs import image_features as _run
 
-    return _run(model, images, batch_size)[0]
+    return _run(model, images, batch_size, workers=workers)[0]
 
 
-def text_features(model, texts, batch_size: int = 256):
-    """Normalized text features [N, D]."""
-    from .tasks.inputs import text_features as _run
-
-    return _run(model, texts, batch_size)
-
-
-def clipscore(model, images, texts, w: float = 2.5):
-    """CLIPScore w * max(cos, 0) per (image, text) pair (Hessel et al. 2021): a float for one pair, else [N]."""
-    from .tasks.score import clipscore as _run
-
-    return _run(model, images, texts, w)
+# The task functions themselves, imported on first use (`import clipblip` stays light), so that each takes every
+# option its task module does: clipblip.caption is clipblip.tasks.caption.caption.
+_TASKS = {
+    "classify": "zeroshot", "caption": "caption", "answer": "vqa", "match": "itm", "text_to_image": "retrieval",
+    "image_to_text": "retrieval", "text_features": "inputs", "clipscore": "score", "refclipscore": "score",
+    "rerank": "score", "guidance_loss": "guidance", "guide": "guidance",
+}
 
 
-def refclipscore(model, images, texts, references, w: float = 2.5):
-    """RefCLIPScore: the harmonic mean of CLIPScore and the best reference similarity, per pair."""
-    from .tasks.score import refclipscore as _run
+def __getattr__(name: str):
+    if name in _TASKS:
+        import importlib
 
-    return _run(model, images, texts, references, w)
-
-
-def rerank(model, prompt, images, by: str = "clip", top_k=None):
-    """[(image index, score)] best first, by CLIP similarity ("clip") or BLIP match probability ("itm")."""
-    from .tasks.score import rerank as _run
-
-    return _run(model, prompt, images, by, top_k)
+        return getattr(importlib.import_module(f".tasks.{_TASKS[name]}", __name__), name)
+    raise AttributeError(f"module 'clipblip' has no attribute {name!r}")
 
 
-def guidance_loss(model, images, texts, cutn: int = 8):
-    """Differentiable mean cosine distance between augmented crops of images [B, 3, H, W] in [0, 1] and texts."""
-    from .tasks.guidance import guidance_loss as _run
-
-    return _run(model, images, texts, cutn)
-
-
-def guide(model, prompt, steps: int = 150, size=None, init=None, param: str = "pyramid", seed: int = 0):
-    """A PIL image steered toward `prompt` by CLIP guidance, from `init` (path or PIL image) or a gray start."""
-    from .tasks.guidance import guide as _run
-
-    return _run(model, prompt, steps=steps, size=size, init=init, param=param, seed=seed)
+def __dir__():
+    return sorted(set(globals()) | set(_TASKS))
