@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from ..errors import ClipBlipError
 from . import shapes_captions as gen
 from . import shapes_text as text
-from .shapes_text import COLORS, NUMBERS, SHAPES, SIZES, parse, score_caption, tokenize  # noqa: F401 (public)
+from .shapes_text import COLORS, NUMBERS, SHAPES, SIZES, fact_holds, matches, parse, parse_nps, stated_facts, tokenize  # noqa: F401 (public)
 from .shapes_vqa import ANSWERS, ANSWERS_BY_TYPE, TEMPLATES, questions  # noqa: F401 (public)
 
 SPLITS = ("train", "val", "test", "test_heldout", "web")
@@ -116,6 +116,29 @@ class Scene:
 def as_scene(scene) -> Scene:
     """A Scene from a Scene or its dict (as stored in the JSONL)."""
     return scene if isinstance(scene, Scene) else Scene.from_dict(scene)
+
+
+def score_caption(scene, text: str) -> dict:
+    """How true a caption is of a scene (a Scene or its dict): facts stated, facts true, objects mentioned
+    (objects that some true NP with at least one attribute can be pinned on; an existential NP pins one object,
+    a count all it counts; greedy, most specific NP first), objects in the scene, and whether any fact was
+    parsed. The share of true facts is true / facts; the share of objects mentioned objects_mentioned / objects."""
+    objects = as_scene(scene).objects
+    parsed = parse_nps(text)
+    facts, phrases = stated_facts(parsed), [phrase for phrase, _ in parsed]
+    true = sum(fact_holds(objects, f) for f in facts)
+    pinned = set()
+    for phrase in sorted(phrases, key=lambda p: -sum(a is not None for a in p.d)):
+        if phrase.d == (None, None, None) or not fact_holds(objects, phrase.fact()):
+            continue  # "three objects" counts them but describes none
+        fits = [k for k, o in enumerate(objects) if matches(o, phrase.d)]
+        if phrase.count is None:
+            free = [k for k in fits if k not in pinned]
+            pinned.update(free[:1])
+        else:
+            pinned.update(fits)
+    return {"facts": len(facts), "true": true, "objects_mentioned": len(pinned), "objects": len(objects),
+            "parsed": bool(facts)}
 
 
 @functools.lru_cache(maxsize=64)

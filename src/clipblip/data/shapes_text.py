@@ -17,8 +17,8 @@ Meaning. A caption is a conjunction of facts, each about the objects of one scen
 - "," "and" "including" join clauses; prefixes ("a picture of", "there is", ...) carry no fact.
 
 The parser reads this back (`parse`); it skips words it does not know, so model output that is lowercase, lacks
-the final period or is not quite grammatical still yields every fact it can. `score_caption` counts stated facts,
-true facts and objects mentioned.
+the final period or is not quite grammatical still yields every fact it can. `shapes.score_caption` counts stated
+facts, true facts and objects mentioned.
 """
 
 from __future__ import annotations
@@ -262,38 +262,14 @@ def parse_nps(text: str) -> list[tuple[NP, tuple | None]]:
 
 def parse(text: str) -> list[tuple]:
     """The facts a caption states, in text order (see the module docstring for their meaning)."""
-    return _facts(parse_nps(text))
+    return stated_facts(parse_nps(text))
 
 
-def _facts(parsed) -> list[tuple]:
+def stated_facts(parsed) -> list[tuple]:
+    """The facts of `parse_nps` output: each noun phrase's, then its relation's, if any."""
     facts = []
     for np, rel in parsed:
         facts.append(np.fact())
         if rel:
             facts.append(rel)
     return facts
-
-
-def score_caption(scene, text: str) -> dict:
-    """How true a caption is of a scene (a Scene or its dict): facts stated, facts true, objects mentioned
-    (objects that some true NP with at least one attribute can be pinned on; an existential NP pins one object,
-    a count all it counts; greedy, most specific NP first), objects in the scene, and whether any fact was
-    parsed. The share of true facts is true / facts; the share of objects mentioned objects_mentioned / objects."""
-    from .shapes import as_scene  # shapes imports this module
-
-    objects = as_scene(scene).objects
-    parsed = parse_nps(text)
-    facts, nps = _facts(parsed), [np for np, _ in parsed]
-    true = sum(fact_holds(objects, f) for f in facts)
-    pinned = set()
-    for np in sorted(nps, key=lambda np: -sum(a is not None for a in np.d)):
-        if np.d == (None, None, None) or not fact_holds(objects, np.fact()):
-            continue  # "three objects" counts them but describes none
-        fits = [k for k, o in enumerate(objects) if matches(o, np.d)]
-        if np.count is None:
-            free = [k for k in fits if k not in pinned]
-            pinned.update(free[:1])
-        else:
-            pinned.update(fits)
-    return {"facts": len(facts), "true": true, "objects_mentioned": len(pinned), "objects": len(objects),
-            "parsed": bool(facts)}
