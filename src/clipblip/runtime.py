@@ -88,7 +88,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                                 f"); use --device cpu, or install a CUDA build of torch")
         if dev.index is not None and dev.index >= n:
             raise ClipBlipError(f"device {device!r}: there are {n} CUDA GPU(s) here, cuda:0 to cuda:{n - 1}")
-        return torch.device("cuda", dev.index or 0) if dev.index is None else dev
+        return torch.device("cuda", dev.index or 0)
     if dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise ClipBlipError("device 'mps': Apple's Metal backend is not available here; use --device cpu")
@@ -165,4 +165,3 @@ def _quantize_int8(model: torch.nn.Module) -> None:
     with warnings.catch_warnings():  # its deprecation notices, once per layer
         warnings.simplefilter("ignore")
         quantize_dynamic(model, spec, inplace=True)
-    model._int8 = True

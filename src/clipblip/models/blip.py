@@ -134,7 +134,7 @@ class BLIP(CarriesPreprocess, nn.Module):
         """Teacher-forced next-token logits [B, L, V] for decoder input `ids` (starting with [DEC])."""
         h = self.text_decoder(ids, mask=self.self_mask(ids, causal=True), causal=True, context_kv=context_kv,
                               context_mask=context_mask)
-        return self.lm_head(h, self.text_decoder.word_embed.weight).float()
+        return self.lm_head(h, self.text_decoder.word_embed.weight)  # float32 at any precision (LMHead)
 
 
 class TextDecoder:
@@ -287,7 +287,7 @@ class _GraphStep:
         mask = (self.slots <= self.pos)[None, None, None, :]
         for block, cache, kv in zip(tower.blocks, self.caches, self.context_kv):
             x = block(x, mask=mask, causal=True, cache=cache, kv=kv, kv_mask=self.context_mask)
-        self.logits = model.lm_head(x[:, -1], tower.word_embed.weight).float()
+        self.logits = model.lm_head(x[:, -1], tower.word_embed.weight)
 
     def _capture(self, model: BLIP) -> None:
         # warm-up runs on a side stream, outside the capture, so that lazy set-up (cuBLAS handles and workspaces,

@@ -7,7 +7,6 @@ import torch
 
 class CarriesPreprocess:
     _preprocess = None
-    _int8 = False  # set by runtime.apply when its Linear layers were quantized
 
     @property
     def preprocess(self):
@@ -28,4 +27,7 @@ class CarriesPreprocess:
 
     @property
     def precision(self) -> str:
-        return "int8" if self._int8 else {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+        """int8 when its Linear layers are torch's quantized ones (runtime.py), else what its dtype says."""
+        if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in self.modules()):
+            return "int8"
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")

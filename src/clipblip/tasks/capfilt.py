@@ -193,8 +193,8 @@ def _prepared(captioner, filt, cfg: CapFiltConfig, r: dict):
     d = decode(r, why := Rejects())
     if d is None:
         return None, why.items[0][1]
-    other = captioner is not filt and cfg.n_synthetic
-    return d, (filt.preprocess([d["image"]]), captioner.preprocess([d["image"]]) if other else None)
+    other = captioner is not filt and cfg.n_synthetic  # uint8: the consumer normalizes (Preprocess.uint8)
+    return d, (filt.preprocess.uint8(d["image"]), captioner.preprocess.uint8(d["image"]) if other else None)
 
 
 def _good(raw, prepared, rejects):
@@ -217,7 +217,8 @@ def run_part(captioner, filt, raw: list[dict], k: int, cfg: CapFiltConfig, out: 
         for j, batch in _parts(_good(raw, prepared, rejects), cfg.batch_size):
             seed = cfg.seed * 7919 + k * 104729 + j * cfg.batch_size  # depends on the part alone: resumable
             refs, decoded, px = zip(*batch)
-            pixels = tuple(None if p[0] is None else torch.cat(p) for p in zip(*px))
+            pixels = tuple(None if p[0] is None else model.preprocess.normalize(torch.stack(p))
+                           for p, model in zip(zip(*px), (filt, captioner)))
             for ref, row in zip(refs, filter_records(captioner, filt, list(decoded), cfg, seed, pixels)):
                 row["image"] = _image_ref(ref, out)
                 rows.append(row)

@@ -3,8 +3,9 @@
 Batch jobs never die on one bad item: `pixel_batches(..., skip_bad=True)` skips and records it.
 
 Decoding and preprocessing run in a small thread pool (`ordered_map`), ahead of the model: Pillow releases the
-GIL while it decodes and resizes, and torch's ops (the uint8 -> float copy, the normalization, the fast path's
-resize) release it too, so threads overlap them with each other and with the model's forward pass. Threads, not
+GIL while it decodes and resizes (as torch does in the fast path's resize), so threads overlap them with each
+other and with the model's forward pass. The threads stop at uint8 pixels (`Preprocess.uint8`); the consumer
+normalizes each batch in one float op. Threads, not
 processes (torch's DataLoader): nothing to pickle (PIL images, bytes, a lazy generator all work as inputs), no
 start-up cost for a call of a few images, and an exception comes back at its item's position.
 """
