@@ -36,7 +36,8 @@ from PIL import Image
 
 import clipblip
 from bench_image import photo_like
-from clipblip.tasks.inputs import default_workers, image_features, pixel_batches
+from clipblip.jobs import default_workers
+from clipblip.tasks.inputs import image_features, pixel_batches
 from common import machine
 
 

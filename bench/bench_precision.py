@@ -17,8 +17,8 @@ import time
 import torch
 
 import clipblip
+from clipblip.data.shapes_eval import records
 from clipblip.eval import precision as P
-from clipblip.eval.shapes_eval import records
 
 
 def shipped(prec: str, n: int, n_captions: int) -> dict:

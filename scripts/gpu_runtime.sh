@@ -5,7 +5,7 @@
 #   run it with the device tool:  OUT=$OUT bash scripts/gpu_runtime.sh      (timeout_s 560)
 source "$(dirname "$0")/gpu_common.sh"
 
-timeout 90 $PY -m pytest -q -p no:cacheprovider tests/runtime/test_runtime_rule.py tests/unit/test_kvcache.py \
+timeout 90 $PY -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/nn/test_kvcache.py \
     -k "cuda or graph" > "$OUT/cuda_tests.txt" 2>&1; echo "cuda tests rc=$?" | tee -a "$OUT/cuda_tests.txt"
 timeout 330 $PY scripts/gpu_runtime.py --budget 300 --out "$OUT/gpu_runtime.json" > "$OUT/gpu_runtime.txt" 2>&1
 echo "gpu_runtime rc=$?"; tail -20 "$OUT/gpu_runtime.txt"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .catalog import Entry
 from .errors import ClipBlipError
+from .files import atomic_write
 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # the values huggingface_hub accepts for its boolean environment variables
 
@@ -130,27 +131,24 @@ def _resolve_url(entry: Entry, root: Path, offline: bool) -> Path:
 def _download_url(entry: Entry, target: Path) -> Path:
     from tqdm import tqdm
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(entry.url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.files[0]) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except OSError as err:  # URLError, HTTPError, timeouts and disk errors are all OSError
-        partial.unlink(missing_ok=True)
-        raise ClipBlipError(f"{entry.name}: could not download {entry.url} ({_first_line(err)}). "
-                            f"{_local_advice(entry)}") from err
-    # Checked once, at download; hashing a multi-GB file on every load would cost seconds each time.
-    if entry.sha256 and digest.hexdigest() != entry.sha256:
-        partial.unlink(missing_ok=True)
-        raise ClipBlipError(f"{entry.name}: the file from {entry.url} has sha256 {digest.hexdigest()}, expected "
-                            f"{entry.sha256}; it was not kept. Try again, or fetch it yourself.")
-    partial.replace(target)  # only a complete, checked file ever gets the real name
+    # only a complete, checked file ever gets the real name: an error below leaves no file behind
+    with atomic_write(target, "wb") as out:
+        try:
+            with urllib.request.urlopen(entry.url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=entry.files[0]) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except OSError as err:  # URLError, HTTPError, timeouts and disk errors are all OSError
+            raise ClipBlipError(f"{entry.name}: could not download {entry.url} ({_first_line(err)}). "
+                                f"{_local_advice(entry)}") from err
+        # Checked once, at download; hashing a multi-GB file on every load would cost seconds each time.
+        if entry.sha256 and digest.hexdigest() != entry.sha256:
+            raise ClipBlipError(f"{entry.name}: the file from {entry.url} has sha256 {digest.hexdigest()}, "
+                                f"expected {entry.sha256}; it was not kept. Try again, or fetch it yourself.")
     return target
 
 

@@ -6,7 +6,7 @@ import threading
 from index_helpers import rows
 
 from clipblip.index import build
-from clipblip.tasks.inputs import THREAD_PREFIX
+from clipblip.jobs import THREAD_PREFIX
 
 
 def test_workers_build_the_index_of_one_thread(shapes, tmp_path):

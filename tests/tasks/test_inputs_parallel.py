@@ -14,7 +14,8 @@ from PIL import Image
 import clipblip
 from clipblip import ClipBlipError
 from clipblip.image import load_image
-from clipblip.tasks.inputs import PREFETCH_BATCHES, THREAD_PREFIX, Skipped, image_features, ordered_map, pixel_batches
+from clipblip.jobs import THREAD_PREFIX, Skipped, ordered_map
+from clipblip.tasks.inputs import PREFETCH_BATCHES, image_features, pixel_batches
 
 
 def _pool_threads() -> list[threading.Thread]:

@@ -24,7 +24,8 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         import torch
 
-        from .. import __version__, runtime
+        from .. import runtime
+        from ..version import __version__
 
         print(f"clipblip {__version__} (torch {torch.__version__}); {runtime.describe()}")
         parser.exit()

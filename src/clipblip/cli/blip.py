@@ -7,8 +7,8 @@ from .common import add_common, add_workers, listed, load_model, report, require
 
 def cmd_caption(args) -> int:
     from ..generate import GenerationConfig
+    from ..jobs import Skipped, find_images
     from ..tasks.caption import captions
-    from ..tasks.inputs import Skipped, find_images
 
     images = find_images(args.images)
     model = load_model(args)
@@ -26,7 +26,7 @@ def cmd_caption(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
     from ..tasks.vqa import answer
 
     model = load_model(args)
@@ -41,7 +41,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_match(args) -> int:
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
     from ..tasks.itm import match
 
     model = load_model(args)

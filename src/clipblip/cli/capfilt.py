@@ -1,4 +1,4 @@
-"""`clipblip capfilt`: caption and filter a noisy image-text dataset into a clean one (see tasks/capfilt.py)."""
+"""`clipblip capfilt`: caption and filter a noisy image-text dataset into a clean one (see data/capfilt.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from .common import add_runtime, add_workers, set_threads
 
 
 def cmd_capfilt(args) -> int:
-    from .. import distributed, load
+    from .. import distributed
+    from ..data.capfilt import capfilt, labelled_scores, merge_parts
+    from ..loading import load
+    from ..metrics import calibrate
     from ..runtime import resolve_device
-    from ..tasks.capfilt import CapFiltConfig, calibrate, capfilt, labelled_scores, merge_parts
+    from ..tasks.capfilt import CapFiltConfig
 
     set_threads(args)
     device = resolve_device(args.device)

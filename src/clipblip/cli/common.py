@@ -65,7 +65,7 @@ def set_threads(args, faiss: bool = False) -> None:
 
 def load_model(args, source=None):
     """The model named by `source` (default --model), on the device and at the precision the options say."""
-    from .. import load
+    from ..loading import load
 
     set_threads(args)
     model = load(source if source is not None else args.model, arch=getattr(args, "arch", None),

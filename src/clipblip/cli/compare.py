@@ -14,7 +14,8 @@ from .common import add_common, add_runtime, add_workers, set_threads
 def _optional_model(source, default: str, args):
     """A model from a source; None for "none" (compare one family alone), or for the default embedded model
     where this build does not ship it (said on stderr)."""
-    from .. import catalog, load
+    from .. import catalog
+    from ..loading import load
 
     if source is None or str(source).lower() == "none":
         return None
@@ -55,11 +56,11 @@ def cmd_compare(args) -> int:
 
 
 def _capfilt(blip, where: Path, out: Path, progress: bool) -> dict:
-    """CapFilt's experiment (eval/capfilt_gain.py; reused when `where` holds it), its plot copied beside the
+    """CapFilt's experiment (experiments/capfilt_gain.py; reused when `where` holds it), its plot copied beside the
     report."""
     import shutil
 
-    from ..eval.capfilt_gain import run
+    from ..experiments.capfilt_gain import run
 
     if blip is None:
         raise ClipBlipError("--capfilt needs a BLIP model (the captioner and filter): leave --blip at its default "

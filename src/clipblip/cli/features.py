@@ -10,7 +10,8 @@ from .common import add_common, add_workers, listed, load_model, report, require
 
 
 def cmd_embed(args) -> int:
-    from ..tasks.inputs import Skipped, find_images, image_features, text_features
+    from ..jobs import Skipped, find_images
+    from ..tasks.inputs import image_features, text_features
 
     texts = listed(args.texts, args.texts_file)
     images = find_images(args.images) if args.images else []
@@ -48,7 +49,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from ..tasks.inputs import find_images, image_features
+    from ..jobs import find_images
+    from ..tasks.inputs import image_features
     from ..tasks.zeroshot import class_embeddings, scores, top_labels
 
     labels = listed(args.labels, args.labels_file)
@@ -65,7 +67,8 @@ def cmd_classify(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from ..tasks.inputs import Skipped, find_images, image_features
+    from ..jobs import Skipped, find_images
+    from ..tasks.inputs import image_features
     from ..tasks.retrieval import text_to_image
 
     images = find_images(args.images)

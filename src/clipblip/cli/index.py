@@ -34,7 +34,7 @@ def cmd_add(args) -> int:
 
 def cmd_delete(args) -> int:
     from ..index import delete
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
 
     r, missing = delete(args.index, args.ids)
     skipped = Skipped()
@@ -46,7 +46,7 @@ def cmd_delete(args) -> int:
 
 def cmd_search(args) -> int:
     from ..index import Index, query
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
 
     if (args.query is None) == (args.image is None):
         raise ClipBlipError("give a text query or --image Q.jpg (one of them)")

@@ -31,9 +31,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .. import load, save
     from ..export import export_hf
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
+    from ..loading import load, save
 
     model = load(args.source, arch=args.arch, device="cpu", precision="fp32")  # converted as stored
     if args.parts and args.to != "hf":

@@ -10,7 +10,7 @@ from .common import add_common, load_model, report
 
 
 def cmd_score(args) -> int:
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
     from ..tasks.score import Pair, read_pairs, score_pairs
 
     if bool(args.set) == (args.image is not None) or (args.image is not None and args.prompt is None):
@@ -45,7 +45,7 @@ def cmd_score(args) -> int:
 
 def cmd_rerank(args) -> int:
     from ..catalog import DEFAULT
-    from ..tasks.inputs import Skipped, find_images
+    from ..jobs import Skipped, find_images
     from ..tasks.score import rerank
 
     images = find_images(args.images)
@@ -61,8 +61,8 @@ def cmd_rerank(args) -> int:
 
 
 def cmd_guide(args) -> int:
+    from ..jobs import Skipped
     from ..tasks.guidance import guide, start_image, to_pil
-    from ..tasks.inputs import Skipped
     from ..tasks.score import clipscore
 
     out = Path(args.out)

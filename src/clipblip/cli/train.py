@@ -10,7 +10,7 @@ from .common import add_common, report
 
 
 def cmd_train(args) -> int:
-    from ..tasks.inputs import Skipped
+    from ..jobs import Skipped
     from ..train import resolve, train
     from ..train.config import TrainConfig, apply_overrides
 

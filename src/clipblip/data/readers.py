@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import ClipBlipError
 from ..image import load_image
-from ..tasks.inputs import find_images
+from ..jobs import find_images
 from .rejects import Rejects
 
 FORMATS = ("csv", "tsv", "jsonl", "folder", "coco", "vqa", "webdataset")

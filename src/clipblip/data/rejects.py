@@ -1,6 +1,6 @@
 """Rejects: the items a data job skipped, each with its reason, logged to a JSON-lines file as they happen.
 
-`Rejects` extends `tasks.inputs.Skipped` (so anything that takes a `Skipped`, `pixel_batches` or the CLI's
+`Rejects` extends `jobs.Skipped` (so anything that takes a `Skipped`, `pixel_batches` or the CLI's
 report, takes a `Rejects`) with what a job over millions of items needs:
 
 - a log file: one line {"id", "image", "reason"} per item, flushed per line, so a killed run keeps it;
@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..errors import ClipBlipError
-from ..tasks.inputs import Skipped
+from ..jobs import Skipped
 
 
 class Rejects(Skipped):

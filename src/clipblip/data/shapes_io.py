@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 from ..errors import ClipBlipError
+from ..files import atomic_write, write_atomic
 
 
 def _write_png(image, path: Path) -> bool:
@@ -27,9 +27,7 @@ def _write_png(image, path: Path) -> bool:
             return False
     except FileNotFoundError:
         pass
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return True
 
 
@@ -59,18 +57,14 @@ def write_split(out, n: int, *, split: str = "train", seed: int = 0, size: int =
         return _write_shards(world, out, settings, shards, progress)
     (out / "images").mkdir(parents=True, exist_ok=True)
     name = f"{split}_n{objects}.jsonl" if objects else f"{split}.jsonl"
-    jsonl, tmp = out / name, out / (name + ".tmp")
+    jsonl = out / name
     written = 0
-    try:
-        with open(tmp, "w") as f:
-            for index in tqdm(range(start, start + n), desc=f"shapes {split}", unit="img", disable=not progress):
-                sample = world.sample(split, index, objects)
-                rel = f"images/{sample['id']}.png"
-                written += _write_png(sample["image"], out / rel)
-                f.write(json.dumps(_record(sample, rel)) + "\n")
-        os.replace(tmp, jsonl)
-    finally:  # interrupted: drop the partial temp file, keep any earlier complete JSONL
-        tmp.unlink(missing_ok=True)
+    with atomic_write(jsonl) as f:  # interrupted: any earlier complete JSONL is kept
+        for index in tqdm(range(start, start + n), desc=f"shapes {split}", unit="img", disable=not progress):
+            sample = world.sample(split, index, objects)
+            rel = f"images/{sample['id']}.png"
+            written += _write_png(sample["image"], out / rel)
+            f.write(json.dumps(_record(sample, rel)) + "\n")
     return {"jsonl": str(jsonl), "images": n, "written": written, "unchanged": n - written, "split": split,
             "seed": seed, "heldout_pairs": sorted(map(list, world.heldout_pairs))}
 

@@ -27,6 +27,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from ..errors import ClipBlipError
+from ..files import atomic_write, commit, temp_name
 from ..image import load_image
 from .rejects import Rejects
 
@@ -56,7 +57,7 @@ def write_shards(records, out_dir, *, shard_size: int = 1000, prefix: str = "sha
     done = manifest["shards"]
     if manifest["complete"]:
         return [out / s["name"] for s in done]
-    for stale in out.glob(f"{prefix}-*.tar.tmp"):
+    for stale in out.glob(f".{prefix}-*.tar.*.tmp"):
         stale.unlink()
     consumed = done[-1]["inputs_end"] if done else 0
     samples, mark, shard = sum(s["samples"] for s in done), len(rejects), None
@@ -100,7 +101,7 @@ def encode_sample(record: dict, rejects: Rejects) -> dict | None:
     except ClipBlipError as e:
         rejects.add(rid, str(e), image=image)
         return None
-    ext = _image_format(data) if data is not None else None
+    ext = image_format(data) if data is not None else None
     if ext is None:  # BMP, GIF, TIFF, a PIL image...: one lossless format the readers know
         buf = io.BytesIO()
         decoded.save(buf, format="PNG")
@@ -125,7 +126,7 @@ def _image_bytes(image) -> bytes | None:
     return None  # a PIL image: load_image has accepted it, and it has no stored bytes
 
 
-def _image_format(data: bytes) -> str | None:
+def image_format(data: bytes) -> str | None:
     for magic, ext in _MAGIC:
         if data.startswith(magic):
             return ext
@@ -137,7 +138,8 @@ class _OpenShard:
 
     def __init__(self, out: Path, prefix: str, index: int):
         self.name = f"{prefix}-{index:06d}.tar"
-        self.path, self.tmp = out / self.name, out / f"{self.name}.tmp"
+        self.path = out / self.name
+        self.tmp = temp_name(self.path)
         self.file = open(self.tmp, "wb")
         # mtime fixed: the same inputs give the same bytes, so a resumed job matches an uninterrupted one
         self.tar = wds.TarWriter(self.file, encoder=False, mtime=0, mode=0o644)
@@ -149,10 +151,8 @@ class _OpenShard:
 
     def finish(self, inputs_end: int, rejected: int, rejects_offset: int) -> dict:
         self.tar.close()
-        self.file.flush()
-        os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
         return {"name": self.name, "samples": self.count, "bytes": self.path.stat().st_size,
                 "inputs_end": inputs_end, "rejected": rejected, "rejects_offset": rejects_offset}
 
@@ -187,12 +187,8 @@ def complete_shards(out_dir, manifest: dict | None) -> list[dict]:
 
 
 def _save_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / f"{MANIFEST}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(out / MANIFEST) as f:  # readers see the old manifest or the new one, never half of one
         json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / MANIFEST)  # readers see the old manifest or the new one, never half of one
 
 
 def _resume_state(out: Path, shard_size: int, prefix: str, meta, rejects: Rejects) -> dict:

@@ -14,12 +14,13 @@ import torch
 from tqdm import tqdm
 
 from ..data.shapes import ANSWERS
+from ..data.shapes_eval import records, zero_shot
 from ..errors import ClipBlipError
-from ..tasks.inputs import image_features, ordered_map, text_features
+from ..jobs import ordered_map
+from ..tasks.inputs import image_features, text_features
 from ..tasks.itm import image_tokens, itm_scores
 from . import compare as C
 from .report import lookup
-from .shapes_eval import records, zero_shot
 
 TARGETS = (  # (name, target text, how to read the value from results, threshold)
     ("CLIP zero-shot colour", ">= 95%", ("zero_shot", "clip", "color"), 0.95),

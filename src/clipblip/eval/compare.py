@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from .. import metrics
 from ..data.shapes import score_caption
 from ..generate import GenerationConfig
 from ..tasks.caption import captions as generate_captions
 from ..tasks.inputs import image_features, text_features
 from ..tasks.itm import image_tokens, itm_scores, rerank_image_to_text, rerank_text_to_image
 from ..tasks.vqa import answer
-from . import metrics
 
 SHORTLIST = 16  # BLIP's ITM rerank looks at the ITC top 16
 

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data.shapes import COLORS, SHAPES, score_caption
+from ..data.shapes_eval import COLOR_TEMPLATES, SHAPE_TEMPLATES, article
 from ..generate import GenerationConfig
+from ..metrics import retrieval_recall
 from ..tasks.caption import captions
 from ..tasks.inputs import image_features, text_features
 from ..tasks.vqa import answer
 from ..tasks.zeroshot import class_embeddings
-from .metrics import retrieval_recall
-from .shapes_eval import COLOR_TEMPLATES, SHAPE_TEMPLATES, article
 
 CONTRACT = {"bf16": {"cosine": 0.999}, "int8": {"cosine": 0.99}}
 AGREEMENT, POINTS, SAME_CAPTIONS = 0.99, 0.01, 0.90

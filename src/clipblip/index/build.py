@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from ..errors import ClipBlipError
 from ..image import load_image
-from ..tasks.inputs import PREFETCH_BATCHES, Skipped, ordered_map, text_features
+from ..jobs import Skipped, ordered_map
+from ..tasks.inputs import PREFETCH_BATCHES, text_features
 from . import kinds
 from .sources import Item, digest, image_items, text_items
 from .store import Writer
@@ -85,7 +86,7 @@ def _items(source, texts, format, image_root) -> tuple[list[Item], Skipped]:
 
 
 def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progress: bool, runtime) -> Report:
-    from .. import load
+    from ..loading import load
 
     items, skipped = found
     if kind not in (None, "auto", *kinds.KINDS):

@@ -8,7 +8,8 @@ from dataclasses import replace
 import torch
 
 from ..errors import ClipBlipError
-from ..tasks.inputs import Skipped, image_features, text_features
+from ..jobs import Skipped
+from ..tasks.inputs import image_features, text_features
 from .reader import Hit, Index
 
 
@@ -52,6 +53,6 @@ def rerank(blip, text: str, hits: list[Hit]) -> list[Hit]:
 
 
 def _loaded(model):
-    from .. import load
+    from ..loading import load
 
     return load(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model

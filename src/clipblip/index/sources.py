@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..data.readers import infer_format, open_dataset
 from ..errors import ClipBlipError
-from ..tasks.inputs import Skipped, find_images
+from ..jobs import Skipped, find_images
 
 
 @dataclass

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import faiss
 import numpy as np
 
 from ..errors import ClipBlipError
+from ..files import atomic_path, write_atomic
 from . import kinds
 
 DB, MANIFEST, LOCK = "meta.sqlite", "index.json", ".lock"
@@ -218,13 +218,8 @@ class Writer:
         return np.array([r[0] for r in rows], dtype=np.int64), vectors_of([r[1] for r in rows], self.state["dim"])
 
     def _write(self, index: faiss.Index, version: int) -> None:
-        final = self.path / faiss_name(version)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.path)
+        with atomic_path(self.path / faiss_name(version)) as tmp:
+            faiss.write_index(index, str(tmp))
 
     def _tidy(self) -> None:
         """Remove faiss files older than the previous version, leftovers of killed writes, and refresh index.json."""
@@ -234,14 +229,5 @@ class Writer:
             if (f.name.startswith("vectors-") and f.suffix == ".faiss" and f.name not in keep) or \
                     (f.name.startswith(".vectors-") and f.name.endswith(".tmp")):
                 f.unlink(missing_ok=True)
-        tmp = self.path / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps({**self.state, "faiss": faiss_name(v), "db": DB}, indent=1))
-        os.replace(tmp, self.path / MANIFEST)
+        write_atomic(self.path / MANIFEST, json.dumps({**self.state, "faiss": faiss_name(v), "db": DB}, indent=1))
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -34,7 +34,7 @@ def load_models(clip: str | None, blip: str, vqa: str, index: str | None, device
                 precision: str = "auto"):
     """Models for the service, on `device` at `precision` (auto: the GPU when there is one); the CLIP model
     defaults to the one the index was built with."""
-    from .. import load
+    from ..loading import load
 
     idx = None
     if index:

@@ -12,16 +12,10 @@ start-up cost for a call of a few images, and an exception comes back at its ite
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,78 +23,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ClipBlipError
+from ..jobs import Skipped, default_workers, ordered_map
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model works on: enough to hide a slow image
-THREAD_PREFIX = "clipblip-input"
 # PIL's lazy load (an Image.open'ed image) is not thread-safe: one object passed twice must not be loaded by two
 # threads at once. A lock per object, striped: bounded memory, and two objects rarely share one.
 _PIL_LOCKS = [threading.Lock() for _ in range(64)]
-
-
-@dataclass
-class Skipped:
-    """Items a batch job could not use, with the reason for each."""
-    items: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def add(self, item, reason: str) -> None:
-        self.items.append((str(item), reason))
-
-
-def find_images(paths) -> list[Path]:
-    """Files as given, and the image files (by suffix, recursively, sorted) of any directories."""
-    found = []
-    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
-        if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            found.append(p)
-        else:
-            raise ClipBlipError(f"{p}: no such file or directory")
-    return found
-
-
-def default_workers() -> int:
-    """Decoding threads when the caller does not say: the CPUs this process may use, at most 4.
-
-    Why 4: on a CPU-only run the model's own torch threads need the same cores, so more decoders mostly trade
-    model time for decode time; and each decoding thread that runs a torch op large enough to go parallel gets
-    its own OpenMP team, so threads multiply with cores (4 x T stays tolerable). With a GPU, decoding is the
-    bound (one core turns ~150 640x480 JPEGs/s into 224 px pixels, bench/README.md): ask for more, `workers=`.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))  # a container or taskset may allow fewer than os.cpu_count()
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(4, cpus)
-
-
-def ordered_map(fn, items, workers: int | None, ahead: int):
-    """Yield fn(item) for each of `items` (any iterable, read lazily in the calling thread), in input order.
-
-    workers: threads that call fn (None: `default_workers()`; 0: fn runs in the calling thread when the next
-    result is asked for). The pool runs at most `ahead` items past the last one yielded, so at most that many
-    results wait in memory and a generator input is read no further. An exception from fn is raised at its
-    item's position. Closing the generator, or dropping it when the consumer raises (KeyboardInterrupt too),
-    cancels the calls not started and joins the threads before it returns.
-    """
-    workers = default_workers() if workers is None else workers
-    source = iter(items)
-    if workers <= 0:
-        yield from map(fn, source)
-        return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix=THREAD_PREFIX)
-    try:
-        pending = deque(pool.submit(fn, x) for x in itertools.islice(source, max(ahead, workers)))
-        while pending:
-            result = pending.popleft().result()
-            pending.extend(pool.submit(fn, x) for x in itertools.islice(source, 1))
-            yield result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _items(images):

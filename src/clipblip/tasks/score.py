@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ClipBlipError
-from .inputs import IMAGE_SUFFIXES, Skipped, image_features, text_features
+from ..jobs import IMAGE_SUFFIXES, Skipped
+from .inputs import image_features, text_features
 
 W = 2.5  # Hessel et al.'s rescaling: puts CLIP-S of ViT-B/32 on COCO roughly in [0, 1]
 

@@ -3,8 +3,8 @@ colour on single-object scenes, count on any) and text-to-image R@1 for models w
 
 from __future__ import annotations
 
+from ..data.shapes_eval import recall_at_1, records, zero_shot
 from ..data.shapes_records import ShapesRecords
-from ..eval.shapes_eval import recall_at_1, records, zero_shot
 from . import objectives
 from .data import Collate, to_device
 
@@ -20,8 +20,8 @@ def shapes_metrics(model, shapes: dict, n: int) -> dict:
 def val_loss(model, cfg, momentum=None) -> float:
     """The objective on val records, the momentum encoder and queues left untouched."""
     data = ShapesRecords("val", **{**cfg.shapes, "n": cfg.eval_n})
-    collate = Collate(model, "vqa" if cfg.objective == "vqa" else model.config.family)
-    fn = objectives.OBJECTIVES[cfg.objective]
+    spec = objectives.get(cfg.objective)
+    collate = Collate(model, spec.collate)
     device = model.device
     total, count, size = 0.0, 0, min(cfg.batch_size, 64)
     for start in range(0, len(data), size):
@@ -29,7 +29,7 @@ def val_loss(model, cfg, momentum=None) -> float:
         batch = to_device(batch, device)
         ctx = objectives.Context(seed=cfg.seed, momentum=momentum, alpha=cfg.alpha, frozen=True,
                                  label_smoothing=cfg.label_smoothing)
-        total += float(sum(fn(model, batch, ctx).values())) * batch["size"]
+        total += float(sum(spec.loss(model, batch, ctx).values())) * batch["size"]
         count += batch["size"]
     return total / max(count, 1)
 

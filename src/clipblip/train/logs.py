@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import ClipBlipError
+from ..files import write_atomic
 
 
 class Logger:
@@ -40,9 +40,7 @@ class Logger:
             return
         keep = [line for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.metrics_path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.metrics_path)
+        write_atomic(self.metrics_path, "".join(line + "\n" for line in keep))
 
     def _write(self, record: dict) -> None:
         self._metrics.write(json.dumps(record) + "\n")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from .. import checkpoint as native
 from .. import config as model_config
 from .. import distributed
 from ..errors import ClipBlipError
+from ..files import atomic_path
 from . import objectives, optim, state
 from .config import TrainConfig
 from .data import Collate, loader, to_device
@@ -45,10 +44,10 @@ class _Runner(torch.nn.Module):
 
 def build_model(cfg: TrainConfig):
     if cfg.init:
-        from .. import load
+        from ..loading import load
 
         model = load(cfg.init, device="cpu", precision="fp32")  # training keeps fp32 weights
-        if cfg.objective == "vqa" and getattr(model.config, "tie_decoder", False):
+        if objectives.get(cfg.objective).untie_decoder and getattr(model.config, "tie_decoder", False):
             model = _untied(model)
         return model
     if not cfg.model:
@@ -62,7 +61,7 @@ def build_model(cfg: TrainConfig):
 
 def _load_vision(model, source: str) -> None:
     """Copy the image tower of `source` into `model` (its projection excepted: each model has its own)."""
-    from .. import load
+    from ..loading import load
 
     donor = load(source, device="cpu", precision="fp32").visual.state_dict()
     own = model.visual.state_dict()
@@ -90,7 +89,7 @@ def open_records(cfg: TrainConfig, rank: int = 0, world: int = 1):
     if cfg.data == "shapes":
         from ..data.shapes_records import ShapesRecords
 
-        return ShapesRecords("train", captions_only=cfg.objective != "vqa", **cfg.shapes)
+        return ShapesRecords("train", captions_only=not objectives.get(cfg.objective).questions, **cfg.shapes)
     from ..data.readers import infer_format, open_dataset
 
     if (cfg.data_format or infer_format(cfg.data)) == "webdataset":
@@ -141,11 +140,12 @@ class Trainer:
         if cfg.compile:
             _compile_towers(self.model)
         self.momentum = None
-        if cfg.objective in objectives.NEEDS_MOMENTUM:
+        spec = objectives.get(cfg.objective)
+        if spec.momentum:
             self.momentum = Momentum(self.model, cfg.momentum, cfg.queue_size, cfg.seed).to(self.env.device)
-        runner = _Runner(self.model, objectives.OBJECTIVES[cfg.objective])
+        runner = _Runner(self.model, spec.loss)
         self.runner = runner if self.env.world == 1 else DistributedDataParallel(
-            runner, find_unused_parameters=cfg.objective in ("caption", "vqa", "retrieval"))
+            runner, find_unused_parameters=spec.unused_parameters)
         self.ctx_holder = runner
         self.optimizer = optim.adamw(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, cfg.temp_lr_scale)
         self.step = 0
@@ -217,7 +217,7 @@ class Trainer:
 
     def run(self) -> Path | None:
         cfg = self.cfg
-        collate = Collate(self.model, "vqa" if cfg.objective == "vqa" else self.model.config.family)
+        collate = Collate(self.model, objectives.get(cfg.objective).collate)
         records = open_records(cfg, self.env.rank, self.env.world)
         batches = loader(records, collate, global_batch=cfg.batch_size, rank=self.env.rank, world=self.env.world,
                          start_batch=self.step * cfg.accum, seed=cfg.seed, workers=cfg.workers)
@@ -250,11 +250,8 @@ class Trainer:
         path = None
         if self.env.main:
             path = self.out / "model"
-            tmp = self.out / f".model.{os.getpid()}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            native.save(self.model, tmp)
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                native.save(self.model, tmp)
         self.log.close()
         distributed.barrier()
         return path

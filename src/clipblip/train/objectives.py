@@ -7,6 +7,7 @@ max_length), "item_ids" (equal ids: the same image)}; VQA {"pixels", "question_i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,22 +121,48 @@ def vqa(model, batch, ctx: Context) -> dict:
     return {"vqa": global_mean(seq.sum(), q.shape[0])}
 
 
-OBJECTIVES = {"clip": clip, "blip-pretrain": blip_pretrain, "retrieval": retrieval, "caption": caption, "vqa": vqa}
-FAMILY = {"clip": "clip", "blip-pretrain": "blip", "retrieval": "blip", "caption": "blip", "vqa": "blip"}
-PARTS = {"blip-pretrain": ("itc", "itm", "decoder"), "retrieval": ("itc", "itm"), "caption": ("decoder",),
-         "vqa": ("encoder", "decoder")}
-NEEDS_MOMENTUM = {"blip-pretrain", "retrieval"}
+@dataclass(frozen=True)
+class Objective:
+    """One training objective and everything the loop needs to know to run it."""
+    loss: Callable  # (model, batch, ctx) -> {loss name: scalar}
+    family: str  # the model family it trains
+    parts: tuple[str, ...] = ()  # the BLIP parts it needs
+    momentum: bool = False  # needs the momentum encoder and queues (ITC with distillation)
+    batch: str = ""  # the batch `train/data.Collate` builds: "clip", "blip" or "vqa" ("": the family's)
+    questions: bool = False  # trains on question-answer records (the others: on captions)
+    untie_decoder: bool = False  # a checkpoint whose decoder shares the encoder's weights is untied first
+    # DDP: some parameters get no gradient in a step (a part the objective does not use)
+    unused_parameters: bool = False
+
+    @property
+    def collate(self) -> str:
+        return self.batch or self.family
+
+
+OBJECTIVES = {
+    "clip": Objective(clip, "clip"),
+    "blip-pretrain": Objective(blip_pretrain, "blip", ("itc", "itm", "decoder"), momentum=True),
+    "retrieval": Objective(retrieval, "blip", ("itc", "itm"), momentum=True, unused_parameters=True),
+    "caption": Objective(caption, "blip", ("decoder",), unused_parameters=True),
+    "vqa": Objective(vqa, "blip", ("encoder", "decoder"), batch="vqa", questions=True, untie_decoder=True,
+                     unused_parameters=True),
+}
+
+
+def get(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ClipBlipError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]
 
 
 def check(objective: str, model) -> None:
     """A clear error before training starts when the model cannot run the objective."""
-    if objective not in OBJECTIVES:
-        raise ClipBlipError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+    spec = get(objective)
     family = model.config.family
-    if FAMILY[objective] != family:
-        raise ClipBlipError(f"objective {objective!r} trains a {FAMILY[objective].upper()} model; this one is "
+    if spec.family != family:
+        raise ClipBlipError(f"objective {objective!r} trains a {spec.family.upper()} model; this one is "
                             f"{family.upper()}")
-    missing = [p for p in PARTS.get(objective, ()) if p not in model.config.parts]
+    missing = [p for p in spec.parts if p not in model.config.parts]
     if missing:
         raise ClipBlipError(f"objective {objective!r} needs the BLIP parts {missing}; the model has "
                             f"{list(model.config.parts)}")

@@ -8,7 +8,6 @@ checkpoint is always the newest `step-*.pt`.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -16,31 +15,16 @@ import numpy as np
 import torch
 
 from ..errors import ClipBlipError
+from ..files import atomic_write
 
 PATTERN = "step-*.pt"
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some filesystems cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save(directory: Path, step: int, state: dict, keep: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
     for old in sorted(directory.glob(PATTERN))[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path

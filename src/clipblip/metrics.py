@@ -1,7 +1,8 @@
 """The metrics of the `clipblip compare` report, as plain functions over tensors and lists.
 
 Retrieval R@K (COCO protocol), corpus BLEU-4 (sacrebleu), CIDEr-D (our own port of coco-caption's scorer, checked
-against pycocoevalcap in the tests), VQA accuracy, pairwise accuracy of the compositional probe, plain accuracy.
+against pycocoevalcap in the tests), VQA accuracy, pairwise accuracy of the compositional probe, plain accuracy,
+and how well a filter removes noisy captions (ROC/PR, calibration: CapFilt's filter).
 Every score is a fraction in [0, 1] except CIDEr-D, which keeps coco-caption's x10 scale (0..10, usually 0..2).
 """
 
@@ -11,9 +12,10 @@ import math
 import re
 from collections import Counter, defaultdict
 
+import numpy as np
 import torch
 
-from ..errors import ClipBlipError
+from .errors import ClipBlipError
 
 
 def _require_pairs(a, b, what: str) -> None:
@@ -227,3 +229,60 @@ def accuracy(pred, truth) -> float:
         return float((pred == truth).double().mean())
     _require_pairs(pred, truth, "accuracy (pred, truth)")
     return sum(p == t for p, t in zip(pred, truth)) / len(pred)
+
+
+def filter_quality(labelled, threshold: float) -> dict | None:
+    """How well CapFilt's filter removes noisy originals, from (ITM score, noise label) pairs: removal precision and
+    recall overall and per noise type (each type against the clean captions), and ROC/PR curves with AUC.
+    "Positive" is a noisy caption; the filter removes a caption when its score is below `threshold`."""
+    if not labelled:
+        return None
+    scores = np.array([s for s, _ in labelled])
+    kinds = np.array([n for _, n in labelled])
+    clean = kinds == "clean"
+    if clean.all() or not clean.any():
+        return None
+    out = {"threshold": threshold, "n": int(len(kinds)), "n_clean": int(clean.sum()),
+           "all": _removal(scores, ~clean, clean, threshold)}
+    for kind in sorted(set(kinds.tolist()) - {"clean"}):
+        out[kind] = _removal(scores, kinds == kind, clean, threshold)
+    return out
+
+
+def _removal(scores, noisy, clean, threshold) -> dict:
+    removed = scores < threshold
+    tp, fp = int((removed & noisy).sum()), int((removed & clean).sum())
+    fpr, tpr, prec, rec = curves(scores[noisy | clean], noisy[noisy | clean])
+    return {"n": int(noisy.sum()), "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / int(noisy.sum()),
+            "clean_removed": fp / int(clean.sum()), "roc_auc": float(np.trapezoid(tpr, fpr)),
+            "pr_auc": float(np.trapezoid(prec, rec)),
+            "roc": {"fpr": _thin(fpr), "tpr": _thin(tpr)}, "pr": {"recall": _thin(rec), "precision": _thin(prec)}}
+
+
+def curves(scores: np.ndarray, positive: np.ndarray):
+    """ROC (fpr, tpr) and PR (precision, recall) of "remove when score < t" over every threshold t."""
+    order = np.argsort(scores, kind="stable")  # lowest score first = removed first
+    pos = positive[order].astype(np.float64)
+    tp, fp = np.cumsum(pos), np.cumsum(1 - pos)
+    n_pos, n_neg = max(pos.sum(), 1), max(len(pos) - pos.sum(), 1)
+    tpr, fpr = np.concatenate([[0], tp / n_pos]), np.concatenate([[0], fp / n_neg])
+    rec = tpr
+    prec = np.concatenate([[1], tp / np.maximum(tp + fp, 1)])
+    return fpr, tpr, prec, rec
+
+
+def _thin(x: np.ndarray, n: int = 101) -> list[float]:
+    """At most n points of a curve (for JSON), keeping both ends."""
+    idx = np.unique(np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int))
+    return [round(float(v), 5) for v in x[idx]]
+
+
+def calibrate(labelled) -> float:
+    """The threshold that maximises TPR - FPR (Youden's J) of removing noisy captions, from (score, noise)."""
+    scores = np.array([s for s, _ in labelled])
+    noisy = np.array([n != "clean" for _, n in labelled])
+    if noisy.all() or not noisy.any():
+        raise ClipBlipError("calibration needs both clean and noisy captions in the labelled set")
+    cands = np.unique(scores)
+    best = max(cands, key=lambda t: (scores[noisy] < t).mean() - (scores[~noisy] < t).mean())
+    return float(best)

@@ -3,11 +3,11 @@ classification with prompt ensembles in the world's own grammar, and the splits'
 
 from __future__ import annotations
 
-from ..data.shapes import COLORS, NUMBERS, SHAPES
-from ..data.shapes_records import ShapesRecords
+from ..metrics import accuracy, retrieval_recall
 from ..tasks.inputs import image_features, text_features
 from ..tasks.zeroshot import class_embeddings
-from .metrics import accuracy, retrieval_recall
+from .shapes import COLORS, NUMBERS, SHAPES
+from .shapes_records import ShapesRecords
 
 # Prompts in the world's own grammar (the shipped models read only its words). Colour labels bring their article.
 SHAPE_TEMPLATES = ("a {}.", "a picture of a {}.", "there is a {}.")

@@ -9,8 +9,8 @@ import torch
 
 import clipblip
 from clipblip import runtime
+from clipblip.data.shapes_eval import records
 from clipblip.eval import precision as P
-from clipblip.eval.shapes_eval import records
 
 # Scenes. R@1 is judged to 1 point: on 300 scenes a few near-tied rankings flipping either way move it by more
 # than that (int8 BLIP ITC: 46.0% -> 44.7%), on 1,000 they even out (30.3% -> 30.9%).

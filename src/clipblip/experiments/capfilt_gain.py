@@ -3,7 +3,7 @@ the clean Shapes test split.
 
 - noisy:   the web split's captions, a share `noise` of them wrong (another scene's) or partly wrong (one colour or
            count changed), as alt-texts are;
-- capfilt: that corpus through `tasks.capfilt` with a BLIP captioner and filter, the threshold calibrated on a
+- capfilt: that corpus through `data.capfilt` with a BLIP captioner and filter, the threshold calibrated on a
            small labelled web set of other images;
 - clean:   the same images with true captions (the world's noise-free captions): the ceiling.
 
@@ -44,7 +44,9 @@ def _write_web(out: Path, n: int, noise: float, start: int, seed: int) -> Path:
 
 def corpora(out: Path, cfg: GainConfig, blip, progress: bool = True) -> tuple[dict, dict]:
     """The three corpora's JSONL paths, and the CapFilt summary (filter quality on the noise labels)."""
-    from ..tasks.capfilt import CapFiltConfig, calibrate, capfilt, labelled_scores
+    from ..data.capfilt import capfilt, labelled_scores
+    from ..metrics import calibrate
+    from ..tasks.capfilt import CapFiltConfig
 
     noisy = _write_web(out / "noisy", cfg.n, cfg.noise, 0, cfg.seed)
     clean = _write_web(out / "clean", cfg.n, 0.0, 0, cfg.seed)
@@ -61,7 +63,7 @@ def corpora(out: Path, cfg: GainConfig, blip, progress: bool = True) -> tuple[di
 
 def train_on(data: Path, out: Path, cfg: GainConfig):
     """A shapes-clip model trained on `data` with the experiment's budget (resumed if a run is there)."""
-    from .. import load
+    from ..loading import load
     from ..train.config import resolve
     from ..train.loop import train
     from ..train.state import latest
@@ -78,7 +80,7 @@ def train_on(data: Path, out: Path, cfg: GainConfig):
 
 
 def evaluate(model, cfg: GainConfig) -> dict:
-    from .shapes_eval import recall_at_1, records, zero_shot
+    from ..data.shapes_eval import recall_at_1, records, zero_shot
 
     scenes = records("test", cfg.eval_n, cfg.seed)
     single = records("test", cfg.eval_n, cfg.seed, n_objects=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clipblip.errors import ClipBlipError
-from clipblip.eval.metrics import (
+from clipblip.metrics import (
     accuracy,
     bleu4,
     caption_tokens,

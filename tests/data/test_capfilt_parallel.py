@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import clipblip
-from clipblip.tasks.capfilt import CapFiltConfig, capfilt
-from clipblip.tasks.inputs import THREAD_PREFIX
+from clipblip.data.capfilt import capfilt
+from clipblip.jobs import THREAD_PREFIX
+from clipblip.tasks.capfilt import CapFiltConfig
 
 OUTPUTS = ("captions.jsonl", "rejects.jsonl", "summary.json")
 

@@ -144,7 +144,7 @@ def test_resume_after_a_kill_writes_what_an_uninterrupted_run_would(source, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "rejects.jsonl", "shard-000000.tar",
                                                      "shard-000001.tar"]  # no half shard left behind
     # a hard kill: a leftover temp file, and a manifest that only got as far as the first shard
-    (out / "shard-000002.tar.tmp").write_bytes(b"half a shard")
+    (out / ".shard-000002.tar.99999.tmp").write_bytes(b"half a shard")  # files.temp_name of another process
     m = read_manifest(out)
     m["shards"] = m["shards"][:1]
     (out / MANIFEST).write_text(json.dumps(m))
@@ -152,7 +152,7 @@ def test_resume_after_a_kill_writes_what_an_uninterrupted_run_would(source, tmp_
         paths = write_shards(open_dataset(source), out, shard_size=2, rejects=rejects, progress=False)
         assert len(rejects) == 2  # "broken" logged once, though both runs passed it
     assert {p.name: p.read_bytes() for p in paths} == want
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     ids = [r["id"] for r in _read_all(out)]
     assert ids == [r["id"] for r in _records(source)]  # nothing lost, nothing twice
     lines = (out / "rejects.jsonl").read_text().splitlines()
