@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from clipblip.eval import report
+from clipblip.eval import blocks, claims, render, report
 
 EDITS = {"attribute_swap": 0.712, "relation_swap": 0.634, "count_change": 0.556, "color_change": 0.823}
 
@@ -100,7 +100,7 @@ def written(tmp_path):
 
 def test_every_section_heading_is_in_both_documents(written):
     _, _, md, page = written
-    for title in [report.TITLE, *report.SECTIONS.values()]:
+    for title in [blocks.TITLE, *blocks.SECTIONS.values()]:
         assert title in md
         assert html.escape(title) in page
 
@@ -164,11 +164,11 @@ def test_clip_only_results_omit_blip_sections(tmp_path):
     paths = _write(tmp_path, results)
     md = paths["md"].read_text()
     for section in ("captioning", "vqa", "examples", "targets"):
-        assert "## " + report.SECTIONS[section] not in md
-    assert "## " + report.SECTIONS["zero_shot"] in md
+        assert "## " + blocks.SECTIONS[section] not in md
+    assert "## " + blocks.SECTIONS["zero_shot"] in md
     assert "| BLIP ITC |" not in md and "| BLIP ITM rerank |" not in md
     assert "BLIP: none" in md
-    assert all(c["verdict"] == "not measured" for c in report.evaluate_claims(results))
+    assert all(c["verdict"] == "not measured" for c in claims.evaluate_claims(results))
     zero_shot = _claim(results, "zero-shot")
     assert zero_shot["clip"] == "98.7% / 91.2% / 64.5%" and zero_shot["blip"] == "not measured"
     assert "not measured" in md
@@ -178,7 +178,7 @@ def test_clip_only_results_omit_blip_sections(tmp_path):
 
 
 def _claim(results, words):
-    return next(c for c in report.evaluate_claims(results) if words in c["claim"])
+    return next(c for c in claims.evaluate_claims(results) if words in c["claim"])
 
 
 def test_verdict_follows_the_numbers():
@@ -232,3 +232,46 @@ def test_copy_is_not_mutated(tmp_path):
     before = copy.deepcopy(results)
     _write(tmp_path, results)
     assert results == before
+
+
+def test_each_block_type_renders_escaped_in_both_formats(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    doc = [blocks.Heading("T <1>", 1), blocks.Heading("Sub", 3), blocks.Paragraph("a\nb <i>"), blocks.Code("x < y"),
+           blocks.Table(["h|1", "h2"], [["a|b", 1.5]]), blocks.Image("a.png", 'alt "q"', "plot"),
+           blocks.Image("gone.png", "x", "example")]
+    assert render.to_markdown(doc).split("\n\n") == [
+        "# T \\<1>", "### Sub", "a b \\<i>", "```\nx < y\n```", "| h\\|1 | h2 |\n|---|---|\n| a\\|b | 1.5 |",
+        '![alt "q"](a.png)', "![x](gone.png)\n"]
+    body = render.to_html(doc, tmp_path).split("<body>\n")[1].split("\n")
+    assert body[:4] == ["<h1>T &lt;1&gt;</h1>", "<h3>Sub</h3>", "<p>a", "b &lt;i&gt;</p>"]
+    assert body[4:6] == ["<pre><code>x &lt; y</code></pre>",
+                         "<table><thead><tr><th>h|1</th><th>h2</th></tr></thead><tbody><tr><td>a|b</td><td>1.5</td>"
+                         "</tr></tbody></table>"]
+    assert body[6].startswith('<img class="plot" alt="alt &quot;q&quot;" src="data:image/png;base64,')
+    assert body[7:] == ["<p>(image missing: gone.png)</p>", "</body></html>", ""]
+
+
+@pytest.mark.parametrize("to_text", [render.to_markdown, lambda doc: render.to_html(doc, ".")])
+def test_a_block_that_is_not_a_block_type_is_an_error_not_dropped(to_text):
+    with pytest.raises(TypeError, match="not a report block"):
+        to_text([blocks.Paragraph("kept"), ("p", "an old tuple block")])
+
+
+def test_the_examples_are_headed_pictured_and_tabled():
+    results = _results()
+    doc = blocks.report_blocks(results, results["examples"], {})
+    start = doc.index(blocks.Heading(blocks.SECTIONS["examples"]))
+    assert doc[start + 1:start + 3] == [blocks.Heading("Example img7", 3),
+                                        blocks.Image("examples/img7.png", "img7", "example")]
+    assert doc[start + 3].rows[0] == ["ground truth", "a red square left of a blue circle"]
+
+
+def test_a_failed_rewrite_leaves_the_previous_report_whole(tmp_path):
+    paths = _write(tmp_path, _results())
+    before = {k: paths[k].read_bytes() for k in ("json", "md", "html")}
+    results = _results()
+    results["meta"]["data"] = "shapes-\udcff"  # a folder name read with surrogateescape: not encodable as UTF-8
+    with pytest.raises(UnicodeEncodeError):
+        _write(tmp_path, results)
+    assert {k: paths[k].read_bytes() for k in before} == before
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -20,7 +20,7 @@ from ..jobs import ordered_map
 from ..tasks.inputs import image_features, text_features
 from ..tasks.itm import image_tokens, itm_scores
 from . import compare as C
-from .report import lookup
+from .claims import lookup
 
 TARGETS = (  # (name, target text, how to read the value from results, threshold)
     ("CLIP zero-shot colour", ">= 95%", ("zero_shot", "clip", "color"), 0.95),
