@@ -7,14 +7,13 @@ translated at the border by the converters; after that there is one set of names
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from . import config as C
-from .convert import blip, hf_clip, open_clip, openai
+from .convert import blip, hf_clip, open_clip, openai, torchscript
 from .convert.common import StateDict
 from .errors import ClipBlipError
 from .towers import resample_pos_embed
@@ -29,20 +28,13 @@ def read_state_dict(path: Path) -> tuple[StateDict, bool]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path)), False
-        if _is_torchscript(path):
-            return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}, True
+        if torchscript.is_archive(path):
+            return torchscript.read_tensors(path), True
         return open_clip.unwrap(torch.load(str(path), map_location="cpu", weights_only=True)), False
     except ClipBlipError:
         raise
     except Exception as e:  # torch and safetensors raise many types for a damaged file
         raise ClipBlipError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") for n in z.namelist())
 
 
 def _read_json(path: Path) -> dict:
