@@ -66,9 +66,10 @@ def test_caption_ask_match(client, models, shapes_dir, uploads):
     assert [x["match"] for x in r.json()["results"]] == pytest.approx(want, abs=1e-5)
 
 
-def test_health_metrics_schema_page(client):
+def test_health_metrics_schema_page(client, models):
     c = client()
-    assert c.get("/healthz").json()["index"] == 6
+    assert c.get("/info").json() == {"models": {"clip": "shapes-clip", "blip": "shapes-blip", "vqa": "shapes-blip-vqa",
+                                                "index": "idx"}, "index": 6, "dim": models.clip.config.embed_dim}
     c.post("/embed", data={"text": "a red circle"})
     m = c.get("/metrics").json()
     assert m["endpoints"]["/embed"]["requests"] == 1 and m["endpoints"]["/embed"]["status"] == {"200": 1}
@@ -91,4 +92,4 @@ def test_no_index_is_a_clear_404(models):
     with TestClient(create_app(replace(models, index=None))) as c:
         r = c.post("/search", data={"text": "a red circle"})
         assert r.status_code == 404 and "--index" in r.json()["error"]
-        assert c.get("/healthz").json()["index"] is None
+        assert c.get("/info").json()["index"] is None

@@ -1,18 +1,20 @@
 """The HTTP service: FastAPI endpoints over the micro-batcher, JSON errors for every bad input, a web page at /.
 
-Every endpoint but /healthz (and the page's static files and the OpenAPI docs, which hold no data) takes the
-API key in the X-API-Key header when the server has one. Inputs are form fields (multipart/form-data): `text`,
-`image` (files), `label`, `question`, `answer`, `k`; repeat a field to send several.
+Every endpoint but /healthz (and the page, its static files and the OpenAPI docs, which hold no data) takes the
+API key in the X-API-Key header when the server has one; the middleware checks it, and the Host header, before it
+reads a byte of the body (middleware.Guard). Inputs are form fields (multipart/form-data): `text`, `image`
+(files), `label`, `question`, `answer`, `k`; repeat a field to send several. Images are admitted by the memory
+their decoding takes and reduced to the model's input before they are queued (forms.images).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -21,7 +23,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ClipBlipError
+from ..version import __version__
 from . import forms
+from .admission import Budget
 from .batching import Batcher, QueueFull
 from .forms import Limits
 from .metrics import Metrics
@@ -39,7 +43,7 @@ class Service:
     models: Models
     batcher: Batcher
     limits: Limits
-    api_key: str | None
+    budget: Budget
     metrics: Metrics = field(default_factory=Metrics)
     seen: OrderedDict = field(default_factory=OrderedDict)  # index id -> image path, most recent last
 
@@ -51,29 +55,32 @@ class Service:
         while len(self.seen) > _SEEN_IDS:
             self.seen.popitem(last=False)
 
+    async def pixels(self, files, model, least: int = 1, most: int | None = None) -> list:
+        """The uploads reduced to `model`'s input (uint8 [3, S, S] each), admitted by the decoding budget."""
+        return await forms.images(files, self.limits, model.preprocess, self.budget, least, most)
+
 
 # Dependencies are async so that FastAPI runs them on the event loop, not through a thread pool hop each.
 async def service(request: Request) -> Service:
     return request.app.state.service
 
 
-async def check_key(request: Request, key: str | None = Security(_KEY_HEADER)) -> None:
-    expected = request.app.state.service.api_key
-    if expected and not (key and hmac.compare_digest(key.encode(), expected.encode())):
-        raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
+async def key_header(key: str | None = Security(_KEY_HEADER)) -> None:
+    """Declares the X-API-Key header in the OpenAPI schema; the check itself is the middleware's (Guard), made
+    before the body is read."""
 
 
-api = APIRouter(dependencies=[Depends(check_key), Depends(forms.known_fields)])
+api = APIRouter(dependencies=[Depends(key_header), Depends(forms.known_fields)])
 
 
 @api.post("/embed", summary="L2-normalised embeddings of texts and/or images")
 async def embed(text: list[str] | None = Form(None), image: list[UploadFile] | None = File(None),
                 s: Service = Depends(service)):
     texts = forms.texts(text, "text", s.limits, least=0)
-    images = await forms.images(image, s.limits, least=0)
+    images = await s.pixels(image, s.models.clip, least=0)
     if not texts and not images:
         raise forms.unprocessable("nothing to embed: send 'text' fields and/or 'image' files")
-    out = {"model": (s.models.sources or {}).get("clip"), "dim": s.models.clip.config.embed_dim}
+    out = {"model": s.models.names().get("clip"), "dim": s.models.clip.config.embed_dim}
     if texts:
         out["texts"] = await s.batcher.submit(("embed_text",), texts)
     if images:
@@ -84,7 +91,7 @@ async def embed(text: list[str] | None = Form(None), image: list[UploadFile] | N
 @api.post("/classify", summary="zero-shot classification of images against the labels given")
 async def classify(image: list[UploadFile] = File(...), label: list[str] = Form(...), s: Service = Depends(service)):
     labels = tuple(forms.texts(label, "label", s.limits, least=2))
-    results = await s.batcher.submit(("classify", labels), await forms.images(image, s.limits))
+    results = await s.batcher.submit(("classify", labels), await s.pixels(image, s.models.clip))
     return {"results": [[{"label": lab, "prob": p} for lab, p in r] for r in results]}
 
 
@@ -94,7 +101,7 @@ async def search(text: str | None = Form(None), image: list[UploadFile] | None =
     if s.models.index is None:
         raise HTTPException(404, "this server has no index: start it with --index PATH")
     texts = forms.texts([text] if text is not None else [], "text", s.limits, least=0)
-    images = await forms.images(image, s.limits, least=0)
+    images = await s.pixels(image, s.models.clip, least=0)
     if len(texts) + len(images) != 1:
         raise forms.unprocessable("send one query: a 'text' field or one 'image' file")
     hits = (await s.batcher.submit(("search", k), [("text", texts[0]) if texts else ("image", images[0])]))[0]
@@ -106,13 +113,13 @@ async def search(text: str | None = Form(None), image: list[UploadFile] | None =
 
 @api.post("/caption", summary="BLIP captions, one per image (greedy decoding)")
 async def caption(image: list[UploadFile] = File(...), s: Service = Depends(service)):
-    return {"captions": await s.batcher.submit(("caption",), await forms.images(image, s.limits))}
+    return {"captions": await s.batcher.submit(("caption",), await s.pixels(image, s.models.blip))}
 
 
 @api.post("/ask", summary="BLIP VQA: a generated answer, or the candidate 'answer's ranked")
 async def ask(image: list[UploadFile] = File(...), question: str = Form(...), answer: list[str] | None = Form(None),
               s: Service = Depends(service)):
-    img = await forms.images(image, s.limits, most=1)
+    img = await s.pixels(image, s.models.vqa, most=1)
     question = forms.texts([question], "question", s.limits)[0]
     candidates = tuple(forms.texts(answer, "answer", s.limits, least=0)) or None
     result = (await s.batcher.submit(("ask", candidates), [(img[0], question)]))[0]
@@ -123,7 +130,7 @@ async def ask(image: list[UploadFile] = File(...), question: str = Form(...), an
 
 @api.post("/match", summary="BLIP image-text matching probability of each text")
 async def match(image: list[UploadFile] = File(...), text: list[str] = Form(...), s: Service = Depends(service)):
-    img = await forms.images(image, s.limits, most=1)
+    img = await s.pixels(image, s.models.blip, most=1)
     texts = tuple(forms.texts(text, "text", s.limits))
     probs = (await s.batcher.submit(("match", texts), img))[0]
     return {"results": [{"text": t, "match": p} for t, p in zip(texts, probs)]}
@@ -135,6 +142,7 @@ async def metrics(s: Service = Depends(service)):
     return {"endpoints": s.metrics.snapshot(),
             "batch_sizes": {task: {str(size): n for size, n in sorted(c.items())} for task, c in b.batch_sizes.items()},
             "queue": {"depth": b.depth(), "max": b.max_queue},
+            "decoding": {"bytes": s.budget.used, "max": s.budget.limit},
             "batching": {"max_batch": b.max_batch, "wait_ms": b.wait_s * 1000}}
 
 
@@ -146,10 +154,16 @@ async def image_file(id: int, s: Service = Depends(service)):
     return FileResponse(path)
 
 
-async def healthz(s: Service = Depends(service)):
+@api.get("/info", summary="the models served and the index size (for the page)")
+async def info(s: Service = Depends(service)):
     index = s.models.index
-    return {"status": "ok", "models": s.models.sources, "index": None if index is None else len(index),
-            "api_key_required": bool(s.api_key)}
+    return {"models": s.models.names(), "index": None if index is None else len(index),
+            "dim": s.models.clip.config.embed_dim}
+
+
+async def healthz():
+    # open to anyone, so it says nothing of the server's files or models
+    return {"status": "ok", "versions": {"clipblip": __version__, "torch": torch.__version__}}
 
 
 async def page():
@@ -157,13 +171,14 @@ async def page():
 
 
 def create_app(models: Models, limits: Limits = Limits(), max_batch: int = 32, wait_ms: float = 5.0,
-               max_queue: int = 256, api_key: str | None = None) -> FastAPI:
-    """The app; its batcher's worker thread starts now and stops (after finishing its queue) at shutdown."""
+               max_queue: int = 256, api_key: str | None = None, allowed_hosts=None) -> FastAPI:
+    """The app; its batcher's worker thread starts now and stops (after finishing its queue) at shutdown.
+    `api_key`: required in X-API-Key (None: none); `allowed_hosts`: the Host names answered (None: any)."""
     metrics = Metrics()
     # requests the server is still reading may join a batch; with none, a batch need not wait for them
     batcher = Batcher(runner(models), max_batch=max_batch, wait_s=wait_ms / 1000, max_queue=max_queue,
                       arriving=lambda: metrics.in_flight - batcher.submitters)
-    s = Service(models, batcher, limits, api_key, metrics)
+    s = Service(models, batcher, limits, Budget(limits.max_inflight_bytes), metrics)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -174,11 +189,11 @@ def create_app(models: Models, limits: Limits = Limits(), max_batch: int = 32, w
                                             "match", lifespan=lifespan)
     app.state.service = s
     app.include_router(api)
-    app.get("/healthz", summary="liveness, the models served and the index size")(healthz)
+    app.get("/healthz", summary="liveness and versions")(healthz)
     app.get("/", include_in_schema=False)(page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _error_handlers(app)
-    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes, metrics=s.metrics)
+    app.add_middleware(Guard, limits=limits, metrics=s.metrics, api_key=api_key, allowed_hosts=allowed_hosts)
     return app
 
 

@@ -79,14 +79,20 @@ class Batcher:
         self._thread.join()
 
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                batch = self._gather()
-            self._run(batch)
+        while self._step():
+            pass
+
+    def _step(self) -> bool:
+        """Run the next batch; False once closed with nothing left. The batch lives in this frame only, so that
+        the worker holds none of its items (their images, their results) while it waits for the next."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if not self._pending:
+                return False
+            batch = self._gather()
+        self._run(batch)
+        return True
 
     def _gather(self) -> list[_Item]:
         """Up to max_batch items of the oldest item's key, waiting until wait_s after that item arrived (called

@@ -1,20 +1,30 @@
 """Request limits and the checks on what clients send: every bad input becomes an HTTPException with a message
-that says what to send instead (the app turns it into a JSON {"error": ...})."""
+that says what to send instead (the app turns it into a JSON {"error": ...}).
+
+Images are checked from their header (format, pixel count) and admitted by the memory their decoding takes
+(`admission.Budget`) before any is decoded; each is then reduced at once to the model's input, uint8 [3, S, S]
+(`Preprocess.uint8`, the library's own decoding and preprocessing), so that what a request holds while it waits
+for the model is bounded by the model's input size, whatever the image's.
+"""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+import torch
 from fastapi import HTTPException, Request
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..errors import ClipBlipError
-from ..image import load_image
+from ..image import Preprocess
+from .admission import Budget, decoded_bytes
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# Formats PIL decodes itself; others are refused from the header (EPS, for one, would run Ghostscript)
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,15 @@ class Limits:
     max_items: int = 32  # texts, images, labels or candidate answers in one request
     max_text_chars: int = 1000
     max_pixels: int = 40_000_000  # a guard against decompression bombs well below PIL's own (89M)
+    max_inflight_bytes: int = 512 * 2**20  # decoding images, all requests together (admission.Budget)
+    body_timeout_s: float = 60.0  # from the end of the headers to the end of the body
+    header_timeout_s: float = 10.0  # from a connection's start (or its last answer) to a whole request head
+    max_connections: int = 64  # open at once; beyond it uvicorn answers 503
+
+    def __post_init__(self):
+        for f in fields(self):
+            if not getattr(self, f.name) > 0:
+                raise ValueError(f"Limits.{f.name} must be above 0, got {getattr(self, f.name)!r}")
 
 
 def unprocessable(message: str) -> HTTPException:
@@ -66,28 +85,40 @@ def count(values: list, field: str, limits: Limits, least: int = 1, most: int | 
         raise unprocessable(f"too many {field!r} fields: {len(values)}, the limit is {most} per request")
 
 
-async def images(files: list | None, limits: Limits, least: int = 1,
-                 most: int | None = None) -> list[Image.Image]:
-    """Decoded RGB images of the `image` uploads (decoded off the event loop)."""
+async def images(files: list | None, limits: Limits, pre: Preprocess, budget: Budget, least: int = 1,
+                 most: int | None = None) -> list[torch.Tensor]:
+    """The `image` uploads reduced to the model's input, uint8 [3, S, S] each (`pre.uint8`, off the event loop),
+    once their headers have passed the checks and their decoding has been admitted by `budget`."""
     files = list(files or [])
     count(files, "image", limits, least, most)
-    out = []
+    uploads = []
     for f in files:
         if not isinstance(f, UploadFile):
             raise unprocessable("'image' must be a file upload (multipart/form-data), not a text field")
-        out.append(await run_in_threadpool(decode, await f.read(), f.filename or "upload", limits))
-    return out
+        uploads.append((f.filename or "upload", await f.read()))
+    cost = sum(probe(data, name, limits) for name, data in uploads)
+    with budget.hold(cost):  # one image at a time: the cost counted is an upper bound on the request's peak
+        return [await run_in_threadpool(reduce, data, name, pre) for name, data in uploads]
 
 
-def decode(data: bytes, name: str, limits: Limits) -> Image.Image:
+def probe(data: bytes, name: str, limits: Limits) -> int:
+    """The bytes decoding `data` takes, from its header alone; 422 for a format not accepted or a size over the
+    pixel cap. 0 when there is no readable header: decoding then fails at once, and says why in its own words."""
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
-            w, h = probe.size
-    except Exception:  # not an image, or a bomb PIL refuses outright: load_image says which in its own words
-        w = h = 0
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            (w, h), mode, kind = im.size, im.mode, im.format
+    except Exception:  # not an image, or a bomb PIL refuses outright
+        return 0
+    if kind not in IMAGE_FORMATS:
+        raise unprocessable(f"image {name!r} is {kind}, a format the server does not read: send one of "
+                            f"{', '.join(IMAGE_FORMATS)}")
     if w * h > limits.max_pixels:
         raise unprocessable(f"image {name!r} is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels}")
+    return decoded_bytes(w, h, mode)
+
+
+def reduce(data: bytes, name: str, pre: Preprocess) -> torch.Tensor:
     try:
-        return load_image(data)
+        return pre.uint8(data)
     except ClipBlipError as e:
         raise unprocessable(f"image {name!r}: {e}") from None

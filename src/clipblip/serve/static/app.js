@@ -92,8 +92,19 @@ $("classify-form").onsubmit = async (e) => {
   } catch (err) { showError(err.message); }
 };
 
-fetch("/healthz").then((r) => r.json()).then((h) => {
-  $("key-box").hidden = !h.api_key_required;
-  $("health").textContent = `${h.models.clip} · ${h.models.blip} · ` +
-    (h.index === null ? "no index" : `${h.index} images indexed`);
-}).catch(() => showError("the server does not answer /healthz"));
+// /info needs the key when the server has one: a 401 is how the page learns that it must ask for it.
+async function showInfo() {
+  try {
+    const r = await fetch("/info", { headers: headers() });
+    if (r.status === 401) {
+      $("key-box").hidden = false;
+      $("health").textContent = "this server needs its API key";
+      return;
+    }
+    const h = await r.json();
+    $("health").textContent = `${h.models.clip} · ${h.models.blip} · ` +
+      (h.index === null ? "no index" : `${h.index} images indexed`);
+  } catch (err) { showError("the server does not answer /info"); }
+}
+keyInput.addEventListener("change", showInfo);
+showInfo();
