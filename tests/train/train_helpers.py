@@ -1,9 +1,11 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
+import torch
 
 # Small enough that a step takes milliseconds; every part of both families is still there.
 TINY_VISION = ["model.vision.width=32", "model.vision.layers=1", "model.vision.heads=2", "model.vision.mlp_dim=64",
@@ -17,6 +19,16 @@ TINY = {
                                   "queue_size=48", "init_vision=null"],
 }
 RUN = ["eval_n=0", "progress=false", "log_every=1", "shapes.n=256", "warmup=2", "lr=2e-3"]
+
+
+class Shell:
+    """Unpickled, runs a shell command: what a planted checkpoint would do."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
 
 
 def free_port() -> int:
@@ -42,3 +54,25 @@ def run(cmd, timeout=300) -> subprocess.CompletedProcess:
     if done.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[:2000]}\n...\n{done.stderr[-1500:]}")
     return done
+
+
+def resumable_copy(run_dir, copy, *checkpoints: str) -> None:
+    """`copy` as `run_dir` would be had it been killed after writing only `checkpoints` (names in checkpoints/)."""
+    (copy / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "train_config.json", copy / "train_config.json")
+    for name in checkpoints:
+        shutil.copy(run_dir / "checkpoints" / name, copy / "checkpoints" / name)
+
+
+def resume_cmd(out) -> list[str]:
+    return [sys.executable, "-m", "clipblip.cli", "train", "--resume", str(out)]
+
+
+def assert_same_weights(a, b) -> None:
+    """The final models of two runs are bit-identical."""
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model/model.safetensors"), load_file(b / "model/model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k

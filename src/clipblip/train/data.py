@@ -4,7 +4,8 @@ exactly what an uninterrupted one would, and ranks read disjoint slices of each 
 Map-style datasets (the Shapes world, CSV, JSONL, folders, COCO, VQA): sample position p of the stream is record
 perm_e[p mod N] of epoch e = p div N, with perm_e a seeded permutation; a global batch is positions
 [b * GB, (b + 1) * GB) and rank r takes its r-th slice. Iterable datasets (webdataset shards) are split by shard
-across ranks (and DataLoader workers) and resume by skipping the samples already read.
+across ranks (and DataLoader workers); position p is sample p mod L of epoch p div L (L: the rank's epoch length),
+and a resume skips to it.
 A record i with several captions uses caption (i + e) mod k in epoch e. Images that cannot be read are skipped and
 reported through the batch (`skipped`); they never stop the run.
 """
@@ -63,25 +64,48 @@ class _Keyed(Dataset):
 
 class _Stream(IterableDataset):
     """Records of an iterable source, batched to `local`, tagged (record, id hash, epoch). `open_at(skip)` opens
-    the source skipping its first `skip` samples: the resume position, in the first pass only."""
+    the source skipping its first `skip` samples. Sample position p of the stream is sample p mod L of epoch
+    p div L (L: this rank's samples per epoch), as for map-style data, so a resume at any step reads on exactly
+    where an uninterrupted run would."""
 
     def __init__(self, open_at, start: int, local: int):
         self.open_at, self.start, self.local = open_at, start, local
 
     def _records(self):
-        skip = self.start
-        for epoch in itertools.count():
-            n = 0
-            for n, rec in enumerate(self.open_at(skip), 1):
+        epoch, skip = 0, self.start
+        while True:
+            read = False
+            for n, rec in enumerate(self.open_at(skip), skip + 1):
+                read = True
                 yield rec, zlib.crc32(str(rec.get("id", n)).encode()), epoch
-            if n == 0 and skip == 0:
+            if not read and skip:  # resumed past the end of an epoch: go to the same place in a later one
+                length = _epoch_length(self.open_at(0), skip)
+                epoch, skip = epoch + skip // length, skip % length
+            elif not read:
                 raise ClipBlipError("the training shards hold no samples for this rank")
-            skip = 0
+            else:
+                epoch, skip = epoch + 1, 0
 
     def __iter__(self):
         it = self._records()
         while True:
             yield list(itertools.islice(it, self.local))
+
+
+def _epoch_length(source, past: int) -> int:
+    """Samples in one pass over `source`, which ended before sample `past`: its len() when it knows it (shards
+    with a manifest), else, or when len() counts samples the reader rejected, counted by reading it once."""
+    try:
+        length = len(source)
+    except TypeError:
+        length = None
+    if length is None or length > past:
+        length = sum(1 for _ in source)
+    if not length:
+        raise ClipBlipError("the training shards hold no samples for this rank")
+    if length > past:  # read again, it holds more than a moment ago: resuming from it would loop for ever
+        raise ClipBlipError("the training shards changed while they were read; resume again")
+    return length
 
 
 def loader(records, collate, *, global_batch: int, rank: int, world: int, start_batch: int, seed: int,

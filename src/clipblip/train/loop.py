@@ -150,17 +150,15 @@ class Trainer:
         self.optimizer = optim.adamw(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, cfg.temp_lr_scale)
         self.step = 0
         if resume:
-            self._restore()
+            state.restore(self.out / "checkpoints", self._apply, warn=self.env.main)
         elif self.env.main and state.latest(self.out / "checkpoints"):
             raise ClipBlipError(f"{self.out} already holds checkpoints of a run: resume it with --resume, or pick "
                                 "another out=")
         self.log = Logger(self.out, cfg, self.env.main, self.step)
 
-    def _restore(self) -> None:
-        path = state.latest(self.out / "checkpoints")
-        if path is None:
-            raise ClipBlipError(f"nothing to resume: {self.out / 'checkpoints'} holds no complete checkpoint")
-        saved = state.load(path)
+    def _apply(self, saved: dict) -> None:
+        """Restore a checkpoint. Each part is replaced whole, so what one that failed halfway left behind is
+        overwritten by the checkpoint restored after it."""
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.momentum is not None:
