@@ -37,16 +37,30 @@ def read_state_dict(path: Path) -> tuple[StateDict, bool]:
         raise ClipBlipError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
 
 
+MAX_JSON_BYTES = 16 << 20  # a config with a closed word vocabulary is a few KB; CLIP's BPE lives elsewhere
+
+
 def _read_json(path: Path) -> dict:
+    """A JSON object from a regular file of at most MAX_JSON_BYTES."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ClipBlipError(f"cannot read {path}: {e}") from None
+        if not path.is_file():
+            raise OSError("not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise ValueError(f"over {MAX_JSON_BYTES >> 20} MB, too large for a config")
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: [[[[...]]]] nested past Python's limit
+        raise ClipBlipError(f"cannot read {path}: {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ClipBlipError(f"{path} must hold a JSON object of settings, not a {type(data).__name__}")
+    return data
 
 
 def build(cfg):
     from .models import BLIP, CLIP
 
+    C.validate(cfg)  # configs come from files (ours or a converter's reading of a foreign one): check, then build
     try:
         return {"clip": CLIP, "blip": BLIP}[cfg.family](cfg)
     except ValueError as e:  # e.g. a width that the head count does not divide
@@ -104,7 +118,11 @@ def refuse_int8(model, what: str) -> None:
 
 
 def load_native(directory: Path):
-    cfg = C.from_dict(_read_json(directory / "config.json"))
+    data = _read_json(directory / "config.json")
+    try:
+        cfg = C.from_dict(data)
+    except ClipBlipError as e:
+        raise ClipBlipError(f"{directory / 'config.json'}: {e}") from None
     sd, _ = read_state_dict(_first(directory, (WEIGHTS,)))
     return load_strict(build(cfg), sd, directory)
 
