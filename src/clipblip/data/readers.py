@@ -10,7 +10,8 @@ Every reader yields plain dicts, the contract with the training loop:
 
 "image" is an absolute path (relative ones are resolved against `image_root`, else the dataset file's folder;
 URLs are kept as given) or, from shards, the encoded bytes. Readers never decode: `decode(record, rejects)`
-does, and turns a bad image into a logged reject instead of an exception.
+does, and turns a bad image into a logged reject instead of an exception; it reads a path only if it is a regular
+file within the cap on one item (`files.item_limit()`, $CLIPBLIP_MAX_ITEM_MB, 64 MB by default).
 
 File formats give a map-style `Dataset` (len, [i], a deterministic order; use a DistributedSampler for ranks).
 webdataset shards give an iterable `shards.ShardDataset` (ranks read disjoint shards; see there). Both carry
@@ -27,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import ClipBlipError
+from ..files import read_item
 from ..image import load_image
 from ..jobs import find_images
 from .rejects import Rejects
@@ -63,7 +65,7 @@ def decode(record: dict, rejects: Rejects | None = None) -> dict | None:
     """A copy of `record` with "image" as an RGB PIL image, or None when it cannot be read (logged to
     `rejects` with the reason; without `rejects`, to the `clipblip.data.readers` logger)."""
     try:
-        return {**record, "image": load_image(record["image"])}
+        return {**record, "image": load_image(_image_data(record["image"]))}
     except (ClipBlipError, KeyError) as e:
         reason = str(e) if isinstance(e, ClipBlipError) else "the record has no image"
         if rejects is None:
@@ -71,6 +73,12 @@ def decode(record: dict, rejects: Rejects | None = None) -> dict | None:
         else:
             rejects.add(record.get("id"), reason, image=record.get("image"))
         return None
+
+
+def _image_data(image):
+    """A path's bytes, read through `files.read_item` (a regular file, at most `item_limit()` bytes: a record may
+    name any file, a FIFO or /dev/zero too); bytes and PIL images as they are."""
+    return read_item(image, "image") if isinstance(image, (str, os.PathLike)) else image
 
 
 def open_dataset(source, *, format: str | None = None, image_root=None, split: str | None = None,
@@ -277,7 +285,12 @@ def _read_folder(path: Path, rejects: Rejects) -> list[dict]:
         if not sidecar.is_file():
             rejects.add(rid, f"no caption: {sidecar.name} is missing", image=image)
             continue
-        lines = [t for t in sidecar.read_text(encoding="utf-8", errors="replace").splitlines() if t.strip()]
+        try:
+            text = read_item(sidecar, "caption").decode("utf-8", "replace")
+        except ClipBlipError as e:
+            rejects.add(rid, str(e), image=image)
+            continue
+        lines = [t for t in text.splitlines() if t.strip()]
         _keep(records, _caption_record(rid, str(image), lines, {}), rid, rejects, image)
     return records
 

@@ -12,6 +12,10 @@ shard closed. A shard counts as complete only while it is listed there and its f
 re-run keeps the longest complete prefix, skips that many inputs without decoding them, deletes leftover
 `.tmp` files, and writes the rest. Shards are filled to `shard_size` good samples (rejects do not leave holes),
 and their bytes are deterministic (fixed mtime), so a resumed job writes what an uninterrupted one would.
+
+Reading is bounded: shards are plain (uncompressed) tars, read as a stream; a member over `files.item_limit()`
+($CLIPBLIP_MAX_ITEM_MB, 64 MB by default) is skipped unread and its sample listed as rejected, and a compressed
+shard is listed and skipped, so a small file can never unpack into a large member in memory.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import io
 import itertools
 import json
 import os
+import re
+import tarfile
 from pathlib import Path
 
 import torch
@@ -27,13 +33,16 @@ import webdataset as wds
 from tqdm import tqdm
 
 from ..errors import ClipBlipError
-from ..files import atomic_write, commit, temp_name
+from ..files import atomic_write, commit, item_limit, read_item, temp_name
 from ..image import load_image
 from .rejects import Rejects
 
 MANIFEST = "manifest.json"
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_META = re.compile(r"__[^/]*__($|/)")
 
 
 # ------------------------------------------------------------------------------------------------------ write
@@ -96,8 +105,8 @@ def encode_sample(record: dict, rejects: Rejects) -> dict | None:
     """{"<ext>": image bytes, "json": every other field} after a full decode of the image; None if rejected."""
     rid, image = record.get("id"), record.get("image")
     try:
-        decoded = load_image(image)  # the validation: a full decode; its error names a path as given
         data = _image_bytes(image)
+        decoded = load_image(image if data is None else data)  # the validation: a full decode
     except ClipBlipError as e:
         rejects.add(rid, str(e), image=image)
         return None
@@ -115,15 +124,13 @@ def encode_sample(record: dict, rejects: Rejects) -> dict | None:
 
 
 def _image_bytes(image) -> bytes | None:
-    """The stored bytes of a path or bytes image; None for a PIL image (it has none)."""
+    """The stored bytes of a path (a regular file within the cap on one item, read once: what is decoded is what
+    is stored) or bytes image; None for a PIL image (it has none)."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     if isinstance(image, (str, os.PathLike)):
-        try:  # read again after the decode: the page cache makes that a copy, and the decode's errors clearer
-            return Path(image).read_bytes()
-        except OSError as e:  # replaced or removed since the decode
-            raise ClipBlipError(f"cannot read image {os.fspath(image)!r}: {e.strerror}") from None
-    return None  # a PIL image: load_image has accepted it, and it has no stored bytes
+        return read_item(image, "image")
+    return None
 
 
 def image_format(data: bytes) -> str | None:
@@ -244,8 +251,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
     sample counts (10 shards, 4 ranks: 3, 3, 2, 2 shards), so bound a distributed epoch by steps.
     start: skip this rank's first `start` samples (resume); whole shards are skipped without reading them when
     a manifest gives their counts; needs num_workers <= 1. len(): this rank's samples left, when known.
-    `rejects` counts the samples skipped while iterating (no image, unreadable JSON, a corrupt tar), in this
-    process: DataLoader workers count in their own copies.
+    `rejects` counts the samples skipped while iterating (no image, unreadable JSON, a member over the cap on
+    one item, a corrupt or compressed tar), in this process: DataLoader workers count in their own copies. A
+    record's image is always its sample's own image member; an "image" field in its .json is dropped.
     """
 
     def __init__(self, source, *, rank: int = 0, world_size: int = 1, start: int = 0, rejects: Rejects | None = None):
@@ -278,25 +286,32 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 if skip < count or not shards:
                     break
                 shards, skip = shards[1:], skip - count
-        if not shards:
-            return
-        # seed=0: webdataset otherwise draws one from the global `random`, changing the caller's stream
-        samples = wds.WebDataset(shards, shardshuffle=False, nodesplitter=None, workersplitter=None,
-                                 empty_check=False, seed=0, handler=self._unreadable)
-        records = (r for r in map(self._record, samples) if r is not None)
+        records = (r for shard in shards for r in map(self._record, self._samples(shard)) if r is not None)
         yield from itertools.islice(records, skip, None)
 
-    def _unreadable(self, exn: Exception) -> bool:
-        where = next((a for a in reversed(exn.args) if isinstance(a, str) and ".tar" in a), self.source)
-        self.rejects.add(Path(where).name, "unreadable shard data: " + (str(exn.args[0]) if exn.args else repr(exn)),
-                         image=where)
-        return True  # go on with the next file or shard
+    def _samples(self, shard: str):
+        """{"__key__", "__url__", "<ext>": bytes, ...} per run of members with one key, as webdataset groups them;
+        "__refused__" says why a sample cannot be used (a member over the cap, a name given twice)."""
+        sample = None
+        for key, ext, data in _members(shard, self.rejects):
+            if sample is None or key != sample["__key__"]:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": shard}
+            if data is None:
+                sample["__refused__"] = f"its .{ext} is over the cap of {item_limit()} bytes on one member"
+            elif ext in sample:
+                sample["__refused__"] = f"two .{ext} members"  # which one to believe? neither
+            else:
+                sample[ext] = data
+        if sample is not None:
+            yield sample
 
     def _record(self, sample: dict) -> dict | None:
         key, where = sample["__key__"], f"{Path(sample['__url__']).name}:{sample['__key__']}"
         ext = next((k for k in IMAGE_KEYS if k in sample), None)
-        fields, reason = {}, None
-        if "json" in sample:
+        fields, reason = {}, sample.get("__refused__")
+        if reason is None and "json" in sample:
             try:
                 fields = json.loads(sample["json"])
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -312,4 +327,42 @@ class ShardDataset(torch.utils.data.IterableDataset):
         if reason is not None:
             self.rejects.add(where, reason, image=where)
             return None
-        return {"id": str(fields.pop("id", key)), "image": sample[ext], **fields}
+        rid = str(fields.pop("id", key))
+        fields.pop("image", None)  # the image is the sample's own member: metadata never names a file to read
+        return {**fields, "id": rid, "image": sample[ext]}
+
+
+def _members(shard: str, rejects: Rejects):
+    """(key, ext, bytes) for each regular member of a plain tar, in order; bytes None for a member over
+    `item_limit()`, whose data is skipped unread. A compressed or unreadable shard is listed in `rejects`.
+
+    Our own reader, not webdataset's: that one reads every member whole, and opens gzip, bzip2 and xz
+    transparently, so a 400 KB shard could hold a 400 MB member. Uncompressed, no member is larger than the
+    file, and its size is known from its header before a byte of it is read.
+    """
+    name, limit, head = Path(shard).name, item_limit(), b""
+    try:
+        with open(shard, "rb") as f:
+            head = f.read(6)
+            f.seek(0)
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for member in tar:
+                    key, ext = _key_ext(member.name) if member.isreg() else (None, None)
+                    if key is not None:
+                        yield key, ext, (tar.extractfile(member).read() if member.size <= limit else None)
+                    tar.members = []  # a stream of millions of members: keep none of their headers
+    except (OSError, tarfile.TarError) as e:
+        kind = next((k for magic, k in _COMPRESSED if head.startswith(magic)), None)
+        rejects.add(name, f"unreadable shard data: {e}" if kind is None else
+                    f"a {kind}-compressed shard; only plain tar shards are read (their members can be bounded): "
+                    "decompress it, or pack the data again with `clipblip data pack`", image=shard)
+
+
+def _key_ext(name: str) -> tuple[str | None, str | None]:
+    """webdataset's split of a member name: the key runs to the first dot of the file name, the rest
+    (lowercased) is the field. Names without a dot, "__...__" metadata files and "__" fields (the reader's own
+    "__key__", "__url__", "__refused__") are no field of a sample."""
+    m = _KEY_EXT.match(name)
+    if m is None or _META.match(name) or m.group(2).startswith("__"):
+        return None, None
+    return m.group(1), m.group(2).lower()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..data.readers import infer_format, open_dataset
 from ..errors import ClipBlipError
+from ..files import item_limit, read_bounded
 from ..jobs import Skipped, find_images
 
 
@@ -23,10 +24,11 @@ class Item:
     text: str | None = None  # set for text items (embedded with the text tower)
 
     def content(self) -> bytes:
-        """The bytes the hash is taken over (raises OSError for an unreadable file)."""
+        """The bytes the hash is taken over. Raises OSError for an unreadable file, and for one that is not a
+        regular file or is over the cap on one item (`files.read_bounded`): a dataset may name any path."""
         if self.text is not None:
             return self.text.encode()
-        return self.data if self.data is not None else Path(self.path).read_bytes()
+        return self.data if self.data is not None else read_bounded(self.path, item_limit())
 
 
 def digest(data: bytes) -> str:
@@ -63,9 +65,11 @@ def text_items(path) -> list[Item]:
 
 def _sidecar(image: Path) -> str | None:
     txt = image.with_suffix(".txt")
-    if not txt.is_file():
+    try:
+        text = read_bounded(txt, item_limit()).decode("utf-8", "replace")
+    except OSError:  # none, or not a file a caption can be read from: the image is indexed without one
         return None
-    lines = [t.strip() for t in txt.read_text(encoding="utf-8", errors="replace").splitlines() if t.strip()]
+    lines = [t.strip() for t in text.splitlines() if t.strip()]
     return lines[0] if lines else None
 
 
