@@ -303,3 +303,51 @@ def test_url_download_checks_sha256_and_keeps_only_good_files(tmp_path, monkeypa
     ok_entry = dataclasses.replace(URL_ENTRY, sha256=hashlib.sha256(b"weights").hexdigest())
     path = hub.resolve(ok_entry, cache_dir=tmp_path, offline=False)
     assert path == tmp_path / "fake.pth" and path.read_bytes() == b"weights"
+
+
+def test_a_url_download_records_the_sha256_of_what_was_kept(tmp_path, monkeypatch):
+    # Salesforce publishes no checksum for BLIP's .pth files: the record is what a later load can name
+    monkeypatch.setattr(hub.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(b"weights"))
+    assert URL_ENTRY.sha256 is None
+    path = hub.resolve(URL_ENTRY, cache_dir=tmp_path, offline=False)
+    expected = hashlib.sha256(b"weights").hexdigest()
+    assert (tmp_path / "fake.pth.sha256").read_text() == f"{expected}  fake.pth\n"  # `sha256sum -c` reads it
+    assert hub.recorded_sha256(path) == expected
+    assert hub.resolve(URL_ENTRY, cache_dir=tmp_path, offline=True) == path  # the record is not a weights file
+
+
+def _hub_download_of(content: bytes, blob_name: str):
+    """A fake hf_hub_download laying files out as huggingface_hub does: snapshot links into blobs/<etag>."""
+    def fake_download(repo_id, filename, cache_dir=None, **kwargs):
+        repo = Path(cache_dir) / "models--some-org--some-model"
+        blob = repo / "blobs" / (blob_name if filename == FAKE.files[0] else f"git-{filename}")
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(content)
+        link = repo / "snapshots" / "ffff" / filename
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        return str(link)
+
+    return fake_download
+
+
+def test_a_hub_file_is_checked_against_the_sha256_its_blob_is_named_by(hf_cache, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    good = hashlib.sha256(b"weights").hexdigest()
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _hub_download_of(b"weights", good))
+    snapshot = hub.resolve(FAKE, offline=False)
+    assert hub.recorded_sha256(snapshot / FAKE.files[0]) == good
+    assert hub.recorded_sha256(snapshot / FAKE.files[1]) is None  # kept in git, not LFS: no sha256 to name
+
+
+def test_a_hub_file_whose_content_is_not_its_sha256_is_removed(hf_cache, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    claimed = hashlib.sha256(b"the published weights").hexdigest()
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _hub_download_of(b"tampered", claimed))
+    with pytest.raises(ClipBlipError, match=f"has sha256 {hashlib.sha256(b'tampered').hexdigest()}, expected "
+                                            f"{claimed}") as info:
+        hub.resolve(FAKE, offline=False)
+    assert "\n" not in str(info.value)
+    repo = hf_cache / "models--some-org--some-model"
+    assert not (repo / "blobs" / claimed).exists() and not (repo / "snapshots" / "ffff" / FAKE.files[0]).exists()
+    assert hub.cached_snapshot(hf_cache, FAKE.hub_id, FAKE.files) is None

@@ -4,18 +4,24 @@ The cache lookup is plain pathlib over the layout huggingface_hub writes
 (`<cache>/models--<org>--<name>/refs/main` holds a commit; `snapshots/<commit>/<file>`), so cached weights load
 with huggingface_hub not installed and never touch the network. Entries with no Hub repo (Salesforce's original
 BLIP .pth files) are fetched from their `url` into clipblip's own cache.
+
+Every download is checked against the publisher's sha256 where there is one (the catalog's `sha256` for a URL; for
+a Hub file stored in LFS, the name of its blob, which is its sha256: huggingface_hub itself checks only the size),
+and the sha256 of what was kept is recorded (`recorded_sha256`), so a later load can say exactly what it loaded.
 """
 
 import hashlib
 import os
+import re
 import urllib.request
 from pathlib import Path
 
 from .catalog import Entry
 from .errors import ClipBlipError
-from .files import atomic_write
+from .files import atomic_write, write_atomic
 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # the values huggingface_hub accepts for its boolean environment variables
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def hf_cache_dir() -> Path:
@@ -103,6 +109,7 @@ def _download_hub(entry: Entry, root: Path) -> Path:
         except Exception as err:  # network, HTTP and repo errors have no common base across huggingface_hub versions
             raise ClipBlipError(f"{entry.name}: could not download {name!r} from {entry.hub_id!r} "
                                 f"({type(err).__name__}: {_first_line(err)}). {_local_advice(entry)}") from err
+        _check_blob(path, entry)
         paths.append(path)
     snapshot = _snapshot_of(paths[0], entry.files[0])
     if not _holds(snapshot, entry.files):
@@ -149,7 +156,47 @@ def _download_url(entry: Entry, target: Path) -> Path:
         if entry.sha256 and digest.hexdigest() != entry.sha256:
             raise ClipBlipError(f"{entry.name}: the file from {entry.url} has sha256 {digest.hexdigest()}, "
                                 f"expected {entry.sha256}; it was not kept. Try again, or fetch it yourself.")
+        # the record goes first: a run killed between the two leaves a record without a file, never the reverse
+        write_atomic(_record_of(target), f"{digest.hexdigest()}  {target.name}\n")
     return target
+
+
+def _record_of(path: Path) -> Path:
+    """Where the sha256 of a downloaded file is kept: beside it, in `sha256sum -c` format."""
+    return path.with_name(path.name + ".sha256")
+
+
+def recorded_sha256(path) -> str | None:
+    """The sha256 of a file as downloaded: its record (URL downloads) or its Hub blob's name (LFS files); None
+    where clipblip did not download it or the Hub keeps it in git (small files such as config.json)."""
+    path = Path(path)
+    record = _record_of(path)
+    if record.is_file():
+        found = record.read_text(encoding="utf-8", errors="replace")[:64]
+        return found if _SHA256.fullmatch(found) else None
+    blob = path.resolve().name
+    return blob if path.is_symlink() and _SHA256.fullmatch(blob) else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_blob(path: Path, entry: Entry) -> None:
+    """A Hub file in LFS lives in blobs/<its sha256>: a download whose content has another hash is removed."""
+    blob = path.resolve()
+    if not (path.is_symlink() and _SHA256.fullmatch(blob.name)):
+        return  # a git-stored file (its blob is named by a git sha1), or a cache without symlinks: nothing to check
+    actual = _sha256(blob)
+    if actual != blob.name:
+        blob.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise ClipBlipError(f"{entry.name}: {path.name} from {entry.hub_id!r} has sha256 {actual}, expected "
+                            f"{blob.name} (the Hub's); it was not kept. Try again, or fetch it yourself.")
 
 
 def _missing(entry: Entry) -> str:
