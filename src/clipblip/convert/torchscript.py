@@ -117,10 +117,9 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     caller names the file)."""
     with zipfile.ZipFile(path) as z:
         root = _root_name(z)
-        if z.NameToInfo.get(f"{root}/byteorder") and z.read(f"{root}/byteorder").strip() != b"little":
+        if f"{root}/byteorder" in z.namelist() and _head(z, f"{root}/byteorder", 16).strip() != b"little":
             raise ClipBlipError(f"{path}: a big-endian TorchScript archive; re-save it on a little-endian machine")
-        with z.open(f"{root}/data.pkl") as f:
-            raw = f.read(MAX_PICKLE_BYTES + 1)
+        raw = _head(z, f"{root}/data.pkl", MAX_PICKLE_BYTES + 1)
         if len(raw) > MAX_PICKLE_BYTES:
             raise ClipBlipError(f"{path}: data.pkl is over {MAX_PICKLE_BYTES >> 20} MB; not a weights archive")
         try:
@@ -134,6 +133,12 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         _collect(top, "", refs)
         flat = {}
         return {name: _tensor(ref, _storage(z, root, ref.storage, flat)) for name, ref in refs.items()}
+
+
+def _head(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """At most `limit` bytes of a member: a compressed member may claim any size and inflate past it."""
+    with z.open(name) as f:
+        return f.read(limit)
 
 
 def _root_name(z: zipfile.ZipFile) -> str:
