@@ -52,7 +52,8 @@ def start_server(batching: bool, threads: int) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "clipblip.cli", "serve", "--port", str(port), "--threads", str(threads),
-           "--max-queue", "1024", "--log-level", "warning"] + ([] if batching else ["--no-batching"])
+           "--max-queue", "1024", "--log-level", "warning",
+           "--max-connections", "256"] + ([] if batching else ["--no-batching"])  # rows of 64 clients
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -170,7 +170,11 @@ def test_connections_past_the_limit_get_503(models):
 
     limits = Limits(max_connections=3)
     with _live(create_app(models, limits), limits) as port:
-        held = [_connect(port) for _ in range(3)]
+        held = [_connect(port) for _ in range(2)]
+        third = _connect(port)
+        third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _response(third).startswith(b"HTTP/1.1 200")  # three connections are served
+        held.append(third)
         extra = _connect(port)
         extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert _response(extra).startswith(b"HTTP/1.1 503")

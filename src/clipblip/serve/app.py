@@ -33,7 +33,8 @@ from .middleware import Guard
 from .work import Models, runner
 
 STATIC = Path(__file__).parent / "static"
-_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's --api-key, if it has one")
+_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                           description="the server's key (--api-key-file), if it has one")
 _SEEN_IDS = 100_000  # index ids whose image /image/{id} may serve: those /search has returned
 
 

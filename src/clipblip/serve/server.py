@@ -60,8 +60,9 @@ def protocol(head_timeout_s: float) -> type[HeadTimeoutProtocol]:
 
 
 def config(app, host: str, port: int, limits: Limits, log_level: str = "info") -> uvicorn.Config:
+    # uvicorn answers 503 once connections >= limit_concurrency, counting the one asking: + 1 serves max_connections
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol(limits.header_timeout_s),
-                          ws="none", limit_concurrency=limits.max_connections)
+                          ws="none", limit_concurrency=limits.max_connections + 1)
 
 
 def run(app, host: str, port: int, limits: Limits, log_level: str = "info") -> None:
