@@ -16,6 +16,7 @@ from . import config as C
 from .convert import blip, hf_clip, open_clip, openai, torchscript
 from .convert.common import StateDict
 from .errors import ClipBlipError
+from .files import read_bounded
 from .towers import resample_pos_embed
 
 WEIGHTS = "model.safetensors"
@@ -43,15 +44,11 @@ MAX_JSON_BYTES = 16 << 20  # a config with a closed word vocabulary is a few KB;
 def _read_json(path: Path) -> dict:
     """A JSON object from a regular file of at most MAX_JSON_BYTES."""
     try:
-        if not path.is_file():
-            raise OSError("not a regular file")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
-        if len(raw) > MAX_JSON_BYTES:
-            raise ValueError(f"over {MAX_JSON_BYTES >> 20} MB, too large for a config")
-        data = json.loads(raw)
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: [[[[...]]]] nested past Python's limit
-        raise ClipBlipError(f"cannot read {path}: {type(e).__name__}: {str(e)[:200]}") from None
+        data = json.loads(read_bounded(path, MAX_JSON_BYTES))
+    except OSError as e:
+        raise ClipBlipError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: [[[[...]]]] nested past Python's limit
+        raise ClipBlipError(f"cannot read {path}: not JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(data, dict):
         raise ClipBlipError(f"{path} must hold a JSON object of settings, not a {type(data).__name__}")
     return data
