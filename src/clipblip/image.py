@@ -31,11 +31,23 @@ precision). Against exact mode, in [0, 1] units before normalization, on photo-l
 300x300 to 4000x3000 (bench/README.md): max abs difference <= 0.05, mean <= 0.005 (measured at most 0.031 and
 0.0042; 0.028 / 0.0042 at 640x480, 0.016 / 0.0023 at 1920x1080). PIL's `reducing_gap` is not used: after the
 draft the remaining scale factor is under 2 for images up to 16x `size`, where it would change nothing.
+
+Cost bound. A file may declare at most `MAX_PIXELS` pixels (and no more than Pillow's own MAX_IMAGE_PIXELS, when
+that is set); it is refused from its header, before anything is decoded. After the decode, no resize pass writes
+more than MAX_ASPECT x size x max(short side, size) pixels, whatever the shape (tests/test_image_properties.py):
+an image whose long side is over MAX_ASPECT times its short side (a 1x21800 strip would otherwise resize to
+224 x 4.9M pixels before the crop) is cropped before it is resized (`_resize_region`): the part the output shows
+is resampled straight to size x size with Pillow's `box`, in two one-axis passes, the long side first, in both
+modes and in the fast path. That output is not bit-equal to the references' resize-then-crop (Pillow keeps the
+box in float32 and the pass order can differ): within 2/255 on photo-like content (tests/test_image.py), where
+the references would take seconds and gigabytes. Exact mode decodes every pixel (a JPEG draft would change the
+result); the fast path's draft also bounds the decode of a large JPEG.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -52,6 +64,13 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _RESIZE_MODES = ("shortest", "squash")
+# The most pixels a file may declare: Pillow's default MAX_IMAGE_PIXELS (~0.36 GB decoded, 4 bytes a pixel), held
+# here too because training scripts often set Pillow's to None to silence its warning, which would lift ours.
+# Raise it (and Pillow's) for trusted files.
+MAX_PIXELS = 89_478_485
+# Past this aspect ratio an image is cropped before it is resized (see "Cost bound" in the module docstring). 16
+# keeps wide panoramas (8:1 and the like) on the references' exact resize-then-crop.
+MAX_ASPECT = 16
 
 
 # ----------------------------------------------------------------------------------------------------- decoding
@@ -62,7 +81,8 @@ def load_image(source, *, draft_size: int | None = None) -> Image.Image:
 
     Every PIL mode is accepted; alpha is dropped with PIL `convert('RGB')` (as OpenAI CLIP and open_clip do);
     16-bit and 32-bit grayscale are scaled to 8 bit (see `_high_depth_to_uint8`). A file that is missing, empty,
-    not an image, truncated, or larger than `PIL.Image.MAX_IMAGE_PIXELS` raises `ClipBlipError` naming it.
+    not an image, truncated, or larger than `MAX_PIXELS` (or Pillow's MAX_IMAGE_PIXELS, if lower) raises
+    `ClipBlipError` naming it; the size is checked from the header, before the pixels are decoded.
     `draft_size`: for a JPEG file or bytes, decode at 1/2, 1/4 or 1/8 scale in the DCT domain while the short
     side stays >= draft_size; ignored for other formats and for PIL images (the caller's object is not changed).
     A truncated file still decodes when the caller has set `PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`.
@@ -107,12 +127,13 @@ def _decode(fp, name: str, draft_size: int | None) -> Image.Image:
 
 
 def _check_pixel_limit(size: tuple[int, int], name: str) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and size[0] * size[1] > limit:
+    pil = Image.MAX_IMAGE_PIXELS
+    limit, knob = ((pil, "PIL.Image.MAX_IMAGE_PIXELS") if pil is not None and pil < MAX_PIXELS
+                   else (MAX_PIXELS, "clipblip.image.MAX_PIXELS"))
+    if size[0] * size[1] > limit:
         raise ClipBlipError(
             f"cannot read image {name}: {size[0]}x{size[1]} = {size[0] * size[1]} pixels is over the limit of "
-            f"{limit} (PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); raise that limit if "
-            "you trust the file"
+            f"{limit} ({knob}, a guard against decompression bombs); raise that limit if you trust the file"
         )
 
 
@@ -126,6 +147,8 @@ def _apply_exif_orientation(img: Image.Image) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image, name: str) -> Image.Image:
+    if img.width == 0 or img.height == 0:  # a PIL image may be 0 pixels wide; no crop or resize can use it
+        raise ClipBlipError(f"cannot read image {name}: it has no pixels ({img.width}x{img.height})")
     if img.mode == "RGB":
         return img
     if img.mode.startswith("I") or img.mode == "F":
@@ -148,7 +171,9 @@ def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
     """
     if mode.startswith("I;16"):
         return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    x = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns as it is cast; it becomes 0 on the next line
+        x = a.astype(np.float64)
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     if mode == "F" and lo >= 0.0 and hi <= 1.0:
         x = x * 255.0
@@ -212,6 +237,39 @@ def _resize_torch(img: Image.Image, target: tuple[int, int], interpolation: str)
     return x[0]
 
 
+def _resize_region(img: Image.Image, box, size: int, resample) -> Image.Image:
+    """`box` (x0, y0, x1, y1) of `img` resampled to size x size in two passes, the long side first: the first pass
+    writes short side x size pixels and reads only the box's rows (or columns), whatever the image's shape."""
+    x0, y0, x1, y1 = box
+    if img.height >= img.width:
+        img, y0, y1 = _cut(img, y0, y1, size, vertical=True)
+        img = img.resize((img.width, size), resample, box=(0, y0, img.width, y1))
+        return img.resize((size, size), resample, box=(x0, 0, x1, size))
+    img, x0, x1 = _cut(img, x0, x1, size, vertical=False)
+    img = img.resize((size, img.height), resample, box=(x0, 0, x1, img.height))
+    return img.resize((size, size), resample, box=(0, y0, size, y1))
+
+
+def _cut(img: Image.Image, start: float, end: float, size: int, vertical: bool):
+    """The rows (or columns) that resampling [start, end) to `size` reads, and the span's coordinates in them.
+
+    Pillow holds a box in float32, whole pixels off at 1e7: handed a cut-out, it gets small coordinates (its
+    result moves by float32 rounding only). The filter's support (2 for bicubic) stretches by the downscale factor.
+    """
+    length = img.height if vertical else img.width
+    margin = math.ceil(2 * max((end - start) / size, 1.0)) + 1
+    a, b = max(0, math.floor(start) - margin), min(length, math.ceil(end) + margin)
+    if (a, b) == (0, length):  # all of it ("squash"): a copy would cost as much as the image
+        return img, start, end
+    return img.crop((0, a, img.width, b) if vertical else (a, 0, b, img.height)), start - a, end - a
+
+
+def _as_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as uint8 [3, height, width]."""
+    # bytearray: a writable buffer, which torch.frombuffer wants.
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3).permute(2, 0, 1)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Images -> normalized float32 [B, 3, size, size].
@@ -256,7 +314,7 @@ class Preprocess:
         that decoding threads run: Pillow's work, and no float op that would start an OpenMP team per thread."""
         draft = self.size if self.fast else None
         # contiguous: the float conversion in `normalize` is ~25% faster from it than from a strided view
-        return self._pixels(load_image(image, draft_size=draft), image).contiguous()
+        return self._pixels(load_image(image, draft_size=draft)).contiguous()
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, size, size] from `uint8` -> float32 (x / 255 - mean) / std, as one multiply-add per value."""
@@ -264,17 +322,12 @@ class Preprocess:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         return pixels.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
-    def _pixels(self, img: Image.Image, source) -> torch.Tensor:
+    def _pixels(self, img: Image.Image) -> torch.Tensor:
         """Resized and cropped uint8 [3, size, size]."""
         s = self.size
+        if max(img.size) > MAX_ASPECT * min(img.size):
+            return _as_tensor(_resize_region(img, self._region(img), s, _RESAMPLE[self.interpolation]))
         target = (s, s) if self.resize == "squash" else _shortest_side_size(img.width, img.height, s)
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and target[0] * target[1] > limit:
-            # An extreme aspect ratio (say 1x100000) would resize to billions of pixels before the crop.
-            raise ClipBlipError(
-                f"cannot preprocess image {_describe(source)}: its {img.width}x{img.height} aspect ratio would "
-                f"resize to {target[0]}x{target[1]}, over PIL.Image.MAX_IMAGE_PIXELS"
-            )
         left, top = _center_crop_offset(target[0], s), _center_crop_offset(target[1], s)
         if self.fast:
             return _resize_torch(img, target, self.interpolation)[:, top : top + s, left : left + s]
@@ -282,8 +335,17 @@ class Preprocess:
             img = img.resize(target, _RESAMPLE[self.interpolation])
         if target != (s, s):
             img = img.crop((left, top, left + s, top + s))
-        # bytearray: a writable buffer, which torch.frombuffer wants.
-        return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(s, s, 3).permute(2, 0, 1)
+        return _as_tensor(img)
+
+    def _region(self, img: Image.Image) -> tuple[float, float, float, float]:
+        """The part of `img` the output shows, in its own pixel coordinates: all of it for "squash", for "shortest"
+        the source of the centre crop that resize-then-crop would keep."""
+        w, h, s = img.width, img.height, self.size
+        if self.resize == "squash":
+            return 0.0, 0.0, float(w), float(h)
+        tw, th = _shortest_side_size(w, h, s)
+        left, top = _center_crop_offset(tw, s), _center_crop_offset(th, s)
+        return left * w / tw, top * h / th, (left + s) * w / tw, (top + s) * h / th
 
     def _pass_through(self, t: torch.Tensor) -> torch.Tensor:
         s = self.size
