@@ -111,6 +111,14 @@ def test_match_and_reranked_search(tiny_blip_dir, image_folder, capsys):
     assert code == EXIT_PARTIAL and len(json.loads(out)["results"][0]["hits"]) == 2
 
 
+def test_undecodable_argv_bytes_are_replaced_not_a_traceback(tiny_blip_dir, image_folder, capsys):
+    """Python hands an argv byte that is not UTF-8 over as a lone surrogate ('\\udcff'); the tokenizers replace it."""
+    code, out, err = run(capsys, "match", image_folder / "0_red.jpg", "a red\udcff square", "\udcff", "-m",
+                         tiny_blip_dir, "--json")
+    assert code == 0 and "Traceback" not in err
+    assert [r["text"] for r in json.loads(out)["results"]] == ["a red\udcff square", "\udcff"]
+
+
 def test_blip_commands_refuse_clip_models(tiny_clip_dir, image_folder, capsys):
     code, _, err = run(capsys, "caption", image_folder / "0_red.jpg", "-m", tiny_clip_dir)
     assert code == EXIT_ERROR and "BLIP" in err

@@ -36,7 +36,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
 from clipblip.errors import ClipBlipError
-from clipblip.text.checks import bytes_hint, check_length, check_texts, is_int
+from clipblip.text.checks import bytes_hint, check_length, check_texts, is_int, valid_unicode
 
 DEFAULT_VOCAB = Path(__file__).parent / "assets" / "bert-base-uncased-vocab.txt"
 BERT_VOCAB_SIZE = 30522
@@ -130,7 +130,7 @@ class BlipTokenizer:
         """Wordpiece ids of one text, without [CLS]/[SEP] and without truncation."""
         if not isinstance(text, str):
             raise ClipBlipError(f"encode takes one str; got {type(text).__name__}{bytes_hint(text)}")
-        return self._ids_batch([text])[0]
+        return self._ids_batch([valid_unicode(text)])[0]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of one id sequence (list or 1-D tensor/array), as HF's BertTokenizer.decode with cleanup on.
