@@ -397,3 +397,26 @@ def test_fast_path_stays_within_documented_tolerance(tmp_path, w, h):
         fast = Preprocess(size=size, resize=resize, fast=True)(path)
         diff = ((fast - exact) * STD).abs()
         assert 0 < diff.mean().item() <= 0.005 and diff.max().item() <= 0.05  # the documented bound
+
+
+def test_a_path_that_is_no_regular_file_is_refused_unread(tmp_path):
+    """A FIFO would block the reader forever and /dev/zero never ends: both are refused before any read (an
+    alarm turns a hang of the old code into a failure)."""
+    import os
+    import signal
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def hung(signum, frame):
+        raise TimeoutError("load_image blocked")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        for path, kind in ((fifo, "FIFO"), ("/dev/zero", "character device")):
+            with pytest.raises(ClipBlipError, match=f"not a regular file but a {kind}"):
+                load_image(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -181,27 +181,34 @@ def _show(value) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-def _matches(value, hint) -> bool:
+def matches(value, hint) -> bool:
+    """Whether a JSON value fits a type hint: exact types (a bool is no int), a float may be written as an int, a
+    tuple as a list, unions arm by arm."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
-        return any(_matches(value, arm) for arm in args)
+        return any(matches(value, arm) for arm in args)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             return False
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return all(matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
     if hint is float:  # JSON writes 1.0 as 1
         return type(value) in (int, float) and math.isfinite(value)
     if hint is type(None):
         return value is None
+    if hint is tuple:
+        return isinstance(value, (list, tuple))
     return type(value) is hint  # exact: a bool is not an int here
 
 
+def type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) and not typing.get_args(hint) else str(hint)
+
+
 def _check_type(path: str, value, hint) -> None:
-    if not _matches(value, hint):
-        expected = hint.__name__ if isinstance(hint, type) and not typing.get_args(hint) else str(hint)
-        raise ClipBlipError(f"config field {path}: expected {expected}, got {_show(value)}")
+    if not matches(value, hint):
+        raise ClipBlipError(f"config field {path}: expected {type_name(hint)}, got {_show(value)}")
 
 
 def _check_fields(obj, prefix: str) -> None:

@@ -46,18 +46,19 @@ result); the fast path's draft also bounds the decode of a large JPEG.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ClipBlipError
+from .files import ITEM_LIMIT_ENV, item_limit, read_bounded
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -97,11 +98,11 @@ def load_image(source, *, draft_size: int | None = None) -> Image.Image:
                 raise ClipBlipError(f"cannot read image {name}: the data is empty (0 bytes)")
             return _decode(io.BytesIO(source), name, draft_size)
         if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            if path.is_file() and path.stat().st_size == 0:
+            # a regular file within the item cap: a FIFO would block forever, /dev/zero never ends
+            data = read_bounded(source, item_limit())
+            if not data:
                 raise ClipBlipError(f"cannot read image {name}: the file is empty (0 bytes)")
-            with open(path, "rb") as f:
-                return _decode(f, name, draft_size)
+            return _decode(io.BytesIO(data), name, draft_size)
     except ClipBlipError:
         raise
     except Exception as e:  # PIL plugins raise a zoo of types on bad input (OSError, SyntaxError, struct.error...)
@@ -204,6 +205,8 @@ def _reason(e: Exception) -> str:
         return "it is a directory, not an image file"
     if isinstance(e, PermissionError):
         return "permission denied"
+    if isinstance(e, OSError) and e.errno in (errno.EINVAL, errno.EFBIG) and e.filename is not None:
+        return e.strerror + (f"; if you trust it, raise ${ITEM_LIMIT_ENV}" if e.errno == errno.EFBIG else "")
     if isinstance(e, UnidentifiedImageError):
         return "not an image, or a format PIL cannot read"
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):

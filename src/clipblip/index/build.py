@@ -81,7 +81,8 @@ def _items(source, texts, format, image_root) -> tuple[list[Item], Skipped]:
     items = image_items(source, format=format, image_root=image_root, skipped=skipped) if source else []
     items += text_items(texts) if texts else []
     if not items:
-        raise ClipBlipError(f"nothing to index in {source or texts}: no images (or captioned records) found")
+        why = f"; every record was rejected, the first: {skipped.items[0][0]}: {skipped.items[0][1]}" if skipped else ""
+        raise ClipBlipError(f"nothing to index in {source or texts}: no images (or captioned records) found{why}")
     return items, skipped
 
 

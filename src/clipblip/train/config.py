@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import matches, type_name
 from ..errors import ClipBlipError
 
 
@@ -61,10 +63,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """Settings from JSON (a file, overrides), each checked against its field's type before anything is made."""
+        if not isinstance(d, dict):
+            raise ClipBlipError(f"a training config is a JSON object of settings, not a {type(d).__name__}")
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(d) - set(hints))
         if unknown:
-            raise ClipBlipError(f"unknown training settings {unknown}; known: {sorted(known)}")
+            raise ClipBlipError(f"unknown training settings {unknown}; known: {sorted(hints)}")
+        for key, value in d.items():
+            if not matches(value, hints[key]):
+                shown = json.dumps(value)[:60]
+                raise ClipBlipError(f"training setting {key}={shown}: expected {type_name(hints[key])}")
         return cls(**d)
 
 
