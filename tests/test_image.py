@@ -3,7 +3,6 @@ the errors a user can cause, the tensor pass-through and the JPEG draft fast pat
 
 import io
 import json
-import math
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import clipblip.image
 from _torchvision_shim import import_open_clip
 from clipblip.errors import ClipBlipError
 from clipblip.image import OPENAI_MEAN, OPENAI_STD, Preprocess, load_image
+from resize_spy import recording_resizes
 
 MEAN = torch.tensor(OPENAI_MEAN).view(3, 1, 1)
 STD = torch.tensor(OPENAI_STD).view(3, 1, 1)
@@ -282,32 +282,9 @@ def test_pixel_cap_holds_when_pillow_guard_is_off(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------- extreme aspect ratios
 
 
-def _resize_outputs(monkeypatch) -> list[int]:
-    """Records the most pixels each PIL resize or torch interpolate writes in one pass. A resize that scales both
-    axes is taken to go horizontally first (torch always does, Pillow before 13 did): out width x the rows it reads."""
-    written = []
-    pil_resize, interpolate = Image.Image.resize, torch.nn.functional.interpolate
-
-    def record(in_w, in_h, out_w, out_h, box):
-        both = (out_w, box[0], box[2]) != (in_w, 0, in_w) and (out_h, box[1], box[3]) != (in_h, 0, in_h)
-        written.append(out_w * max(out_h, math.ceil(box[3] - box[1]) if both else 0))
-
-    def spy_resize(img, size, resample=None, box=None, *args):
-        record(img.width, img.height, size[0], size[1], box or (0, 0, img.width, img.height))
-        return pil_resize(img, size, resample, box, *args)
-
-    def spy_interpolate(x, size=None, **kwargs):
-        record(x.shape[-1], x.shape[-2], size[1], size[0], (0, 0, x.shape[-1], x.shape[-2]))
-        return interpolate(x, size=size, **kwargs)
-
-    monkeypatch.setattr(Image.Image, "resize", spy_resize)
-    monkeypatch.setattr(torch.nn.functional, "interpolate", spy_interpolate)
-    return written
-
-
 @pytest.mark.parametrize("w,h", EXTREME)
 @pytest.mark.parametrize("resize", ["shortest", "squash"])
-def test_extreme_aspect_ratio_is_cropped_first_and_close_to_the_reference(open_clip, monkeypatch, w, h, resize):
+def test_extreme_aspect_ratio_is_cropped_first_and_close_to_the_reference(open_clip, w, h, resize):
     """Resize-then-crop would write 224 x 29866 pixels for 3x400 (squashing 1x500, 384 x 500); cropped first, no
     pass writes more than short side x size, and the result stays within 2/255 of the references' on photo-like
     content."""
@@ -318,22 +295,22 @@ def test_extreme_aspect_ratio_is_cropped_first_and_close_to_the_reference(open_c
     ref = (open_clip.image_transform(size, is_train=False)(img) if resize == "shortest" else T.Compose(
         [T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
          T.Normalize(OPENAI_MEAN, OPENAI_STD)])(img))
-    written = _resize_outputs(monkeypatch)
-    for fast in (False, True):
-        ours = Preprocess(size=size, resize=resize, fast=fast)(img)
-        assert ours.shape == (1, 3, size, size)
-        assert ((ours[0] - ref) * STD).abs().max().item() <= 2 / 255 + 1e-5
+    with recording_resizes() as written:
+        for fast in (False, True):
+            ours = Preprocess(size=size, resize=resize, fast=fast)(img)
+            assert ours.shape == (1, 3, size, size)
+            assert ((ours[0] - ref) * STD).abs().max().item() <= 2 / 255 + 1e-5
     assert max(written) <= max(min(w, h), size) * size
 
 
-def test_one_pixel_wide_strip_shows_its_centre(monkeypatch):
+def test_one_pixel_wide_strip_shows_its_centre():
     """1 x 2,000,001: resize-then-crop would write 224 x 448M pixels; the crop is the strip's centre rows."""
     column = np.random.default_rng(0).integers(0, 256, (2_000_001, 1, 3), dtype=np.uint8)
     column[1_000_000 - 4 : 1_000_000 + 5] = (200, 30, 90)  # the centre row and the filter's reach around it
-    written = _resize_outputs(monkeypatch)
-    for resize, fast in (("shortest", False), ("shortest", True)):
-        out = Preprocess(resize=resize, fast=fast).uint8(Image.fromarray(column))
-        assert out.shape == (3, 224, 224) and (out == torch.tensor([200, 30, 90]).view(3, 1, 1)).all()
+    with recording_resizes() as written:
+        for resize, fast in (("shortest", False), ("shortest", True)):
+            out = Preprocess(resize=resize, fast=fast).uint8(Image.fromarray(column))
+            assert out.shape == (3, 224, 224) and (out == torch.tensor([200, 30, 90]).view(3, 1, 1)).all()
     assert max(written) <= 224 * 224
 
 

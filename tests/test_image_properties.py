@@ -4,7 +4,6 @@ whose normalized floats are finite, and no resize pass along the way writes more
 MAX_ASPECT x s x max(short side, s) pixels (the cost bound of clipblip/image.py)."""
 
 import io
-import math
 from unittest import mock
 
 import numpy as np
@@ -17,6 +16,7 @@ from PIL import Image
 import clipblip.image
 from clipblip.errors import ClipBlipError
 from clipblip.image import MAX_ASPECT, Preprocess
+from resize_spy import recording_resizes
 
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "F", "CMYK", "YCbCr"]
 # Formats that store each mode (Pillow converts or refuses the rest); every image is also passed as a PIL object.
@@ -46,31 +46,8 @@ def _random_image(mode: str, w: int, h: int, seed: int) -> Image.Image:
     return img
 
 
-def _resize_spy(written: list):
-    """Patches that record the most pixels each PIL resize or torch interpolate writes in one pass, a resize of both
-    axes taken to go horizontally first (torch always does, Pillow before 13 did)."""
-    pil_resize, interpolate = Image.Image.resize, torch.nn.functional.interpolate
-
-    def record(in_w, in_h, out_w, out_h, box):
-        both = (out_w, box[0], box[2]) != (in_w, 0, in_w) and (out_h, box[1], box[3]) != (in_h, 0, in_h)
-        written.append(out_w * max(out_h, math.ceil(box[3] - box[1]) if both else 0))
-
-    def spy_resize(img, size, resample=None, box=None, *args):
-        record(img.width, img.height, size[0], size[1], box or (0, 0, img.width, img.height))
-        return pil_resize(img, size, resample, box, *args)
-
-    def spy_interpolate(x, size=None, **kwargs):
-        record(x.shape[-1], x.shape[-2], size[1], size[0], (0, 0, x.shape[-1], x.shape[-2]))
-        return interpolate(x, size=size, **kwargs)
-
-    return (mock.patch.object(Image.Image, "resize", spy_resize),
-            mock.patch.object(torch.nn.functional, "interpolate", spy_interpolate))
-
-
 def _check_pixels(pre: Preprocess, source, w: int, h: int) -> None:
-    written = []
-    patch_pil, patch_torch = _resize_spy(written)
-    with patch_pil, patch_torch:
+    with recording_resizes() as written:
         px = pre.uint8(source)
     assert px.shape == (3, pre.size, pre.size) and px.dtype == torch.uint8
     assert torch.isfinite(pre.normalize(px[None])).all()

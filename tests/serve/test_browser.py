@@ -2,13 +2,9 @@
 the index, upload an image, see its caption; ask about it and classify it."""
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
+from serve_helpers import free_port, start
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
@@ -16,32 +12,11 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                        "chromium-driver; .ci/run installs them)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(index_dir, tmp_path_factory):
-    port = _free_port()
     log = open(tmp_path_factory.mktemp("serve") / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "clipblip.cli", "serve", "--index", str(index_dir),
-                             "--port", str(port), "--threads", "1", "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start(["--index", str(index_dir), "--threads", "1", "--log-level", "warning"], free_port(), log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the server did not start:\n{log.read()}")
-            time.sleep(0.2)
         yield url
     finally:
         proc.terminate()

@@ -14,8 +14,6 @@ import io
 import os
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from serve_helpers import free_port, start
 
 SOAK_S = float(os.environ.get("CLIPBLIP_SOAK_S", "60"))
 SOAK_RSS_MB = 600
@@ -170,27 +169,12 @@ def _rss_mb(pid: int, field: str) -> float:
 def server(index_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("soak")
     (tmp / "key").write_text(KEY + "\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(tmp / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "clipblip.cli", "serve", "--index", str(index_dir), "--port",
-                             str(port), "--threads", "1", "--log-level", "warning", "--api-key-file", str(tmp / "key"),
-                             "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S),
-                             "--max-inflight-mb", "256"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start(["--index", str(index_dir), "--threads", "1", "--log-level", "warning", "--api-key-file",
+                       str(tmp / "key"), "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S),
+                       "--max-inflight-mb", "256"], port, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the server did not start:\n{log.read()}")
-            time.sleep(0.2)
         yield url, port, proc, log
     finally:
         proc.terminate()
