@@ -52,6 +52,23 @@ def test_atomic_path_replaces_a_folder_whole(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_tensors_get_the_mode_any_new_file_gets(tmp_path, umask):
+    import torch
+    from safetensors.torch import load_file
+
+    from clipblip.files import new_file_mode, save_safetensors
+
+    old = os.umask(umask)
+    try:
+        save_safetensors({"w": torch.arange(3.0)}, tmp_path / "w.safetensors", metadata={"format": "pt"})
+        assert new_file_mode() == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors alone: 0600
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["w"], torch.arange(3.0)) and _leftovers(tmp_path) == []
+
+
 # ------------------------------------------------------------------------------------------------ bounded reads
 
 
@@ -115,3 +132,4 @@ def test_read_item_says_which_file_and_what_to_do(tmp_path, monkeypatch):
         read_item(tmp_path / "gone.txt")
     with pytest.raises(ClipBlipError, match="directory"):
         read_item(tmp_path)
+

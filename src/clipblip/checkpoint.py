@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import config as C
 from .convert import blip, hf_clip, open_clip, openai, torchscript
 from .convert.common import StateDict
 from .errors import ClipBlipError
-from .files import read_bounded
+from .files import read_bounded, save_safetensors
 from .towers import resample_pos_embed
 
 WEIGHTS = "model.safetensors"
@@ -104,7 +104,7 @@ def save(model, directory) -> Path:
     state = model.state_dict()
     alias = tied_aliases(state)
     sd = {k: v.detach().contiguous().cpu() for k, v in state.items() if alias[k] == k}  # tied weights once
-    save_file(sd, str(directory / WEIGHTS), metadata={"format": "pt", "family": model.config.family})
+    save_safetensors(sd, directory / WEIGHTS, metadata={"format": "pt", "family": model.config.family})
     return directory
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from .checkpoint import tied_aliases
 from .convert import blip, hf_clip
 from .errors import ClipBlipError
+from .files import save_safetensors
 
 
 def export_hf(model, directory, parts: tuple[str, ...] | None = None) -> Path:
@@ -35,7 +34,7 @@ def export_hf(model, directory, parts: tuple[str, ...] | None = None) -> Path:
     tensors = converter.to_hf(model.state_dict())
     alias = tied_aliases(tensors)  # tied weights are stored once; transformers re-ties them on load
     sd = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if alias[k] == k}
-    save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(sd, directory / "model.safetensors", metadata={"format": "pt"})
     return directory
 
 

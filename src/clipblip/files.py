@@ -6,6 +6,10 @@ same folder (a rename across filesystems is a copy), is flushed to disk, and is 
 folder is flushed too, so the rename itself survives a power cut. A run killed while writing leaves only a
 `.NAME.PID.tmp`, which nothing reads and the next write of that name replaces.
 
+`save_safetensors` writes tensors that way too, with the mode every other file gets (0o666 less the umask):
+safetensors' own `save_file` goes through a temporary file created 0600, so weights came out private whatever the
+umask said.
+
 `read_bounded` is the one way clipblip reads a file a dataset names (an image, a caption sidecar): regular files
 only, at most a cap of bytes (`item_limit()`, $CLIPBLIP_MAX_ITEM_MB, 64 MB by default), so a hostile list of
 paths costs a rejected item, never a hang on a FIFO or the memory a read of /dev/zero takes.
@@ -98,6 +102,33 @@ def write_atomic(path, data: str | bytes) -> None:
     """Replace `path` with `data` (text is written as UTF-8)."""
     with atomic_write(path, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    """`safetensors.torch.save_file`, atomically and with the mode `open()` would give a new file."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, new_file_mode())
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file here: 0o666 less the process's umask."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux 4.7+ shows it; setting it to read it would race with threads creating files meanwhile
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ------------------------------------------------------------------------------------------------ bounded reads

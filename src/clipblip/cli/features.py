@@ -39,10 +39,10 @@ def cmd_embed(args) -> int:
         np.save(out, array.numpy())
         out.with_suffix(".json").write_text(json.dumps(meta, indent=1))  # which row is which
     else:
-        from safetensors.torch import save_file
+        from ..files import save_safetensors
 
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out),
-                  metadata={k: json.dumps(v) for k, v in meta.items()})
+        save_safetensors({k: v.contiguous() for k, v in tensors.items()}, out,
+                         metadata={k: json.dumps(v) for k, v in meta.items()})
     shapes = {k: list(v.shape) for k, v in tensors.items()}
     return report({"output": str(out), "shapes": shapes}, skipped, args.json,
                   [f"wrote {out}: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())])
