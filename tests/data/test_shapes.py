@@ -6,6 +6,7 @@ import json
 import random
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -366,3 +367,15 @@ def test_cli_writes_webdataset_shards(tmp_path):
     world = ShapesWorld(seed=0)
     assert [r["id"] for r in records] == [world.sample_id("train", i) for i in range(7)]
     assert records[3]["captions"] == world.sample("train", 3)["captions"]
+
+
+def test_cli_writes_caption_sidecars_the_index_reads(tmp_path, capsys):
+    from clipblip.index.sources import image_items
+    from clipblip.jobs import Skipped
+
+    assert _run_cli(["--out", str(tmp_path), "--n", "4", "--split", "web", "--json"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "web.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert (tmp_path / r["image"]).with_suffix(".txt").read_text().splitlines() == r["captions"]
+    items = image_items(tmp_path / "images", skipped=Skipped())  # what `index build DIR/images` indexes
+    assert sorted((Path(i.path).stem, i.caption) for i in items) == sorted((r["id"], r["caption"]) for r in rows)

@@ -2,9 +2,10 @@
 
 Layout: DIR/images/<id>.png and DIR/<split>.jsonl (DIR/<split>_n<k>.jsonl with --objects k), one line per image:
 {"id", "image": "images/<id>.png" (relative to the JSONL), "caption", "captions", "labels", "vqa", "negatives",
-"noise", "scene"}. The JSONL is written to a temp file and moved into place, so an interrupted run never leaves a
-half-written one; a PNG already on disk with the same bytes is left alone, so a rerun (after an interruption,
-or to extend the range) only writes what changed.
+"noise", "scene"}; beside each PNG, DIR/images/<id>.txt holds its captions, one a line, the caption first, so the
+images folder alone is a dataset and an index source with captions. The JSONL is written to a temp file and moved
+into place, so an interrupted run never leaves a half-written one; a PNG or caption file already on disk with the
+same bytes is left alone, so a rerun (after an interruption, or to extend the range) only writes what changed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ def _write_png(image, path: Path) -> bool:
     """Write unless the file already holds these bytes; True if written."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    data = buf.getvalue()
+    return _write_changed(buf.getvalue(), path)
+
+
+def _write_changed(data: bytes, path: Path) -> bool:
+    """Write unless the file already holds these bytes; True if written."""
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
             return False
@@ -64,6 +69,7 @@ def write_split(out, n: int, *, split: str = "train", seed: int = 0, size: int =
             sample = world.sample(split, index, objects)
             rel = f"images/{sample['id']}.png"
             written += _write_png(sample["image"], out / rel)
+            _write_changed("".join(c + "\n" for c in sample["captions"]).encode(), (out / rel).with_suffix(".txt"))
             f.write(json.dumps(_record(sample, rel)) + "\n")
     return {"jsonl": str(jsonl), "images": n, "written": written, "unchanged": n - written, "split": split,
             "seed": seed, "heldout_pairs": sorted(map(list, world.heldout_pairs))}

@@ -24,6 +24,7 @@ class Logger:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         self._truncate_after(start_step)
+        self.rejects_path.touch()  # the documented file exists from the start, empty while nothing is rejected
         self._metrics = open(self.metrics_path, "a")
         if cfg.progress:
             self._bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True)
