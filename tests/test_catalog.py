@@ -146,6 +146,14 @@ def test_get_on_a_typo_suggests_the_right_name():
         catalog.get("blip-base-captoin")
 
 
+@pytest.mark.parametrize("typo, meant", [("shapes-blp", "shapes-blip"), ("Shapes-CLIP", "shapes-clip"),
+                                         ("shapes_blip_vqa", "shapes-blip-vqa")])
+def test_a_typo_of_an_embedded_name_suggests_it(typo, meant):
+    with pytest.raises(ClipBlipError) as info:
+        catalog.get(typo)
+    assert f"Did you mean '{meant}'" in str(info.value)
+
+
 def test_get_ignores_case_only_differences():
     assert catalog.get("vit-b-32/OPENAI") is CATALOG["ViT-B-32/openai"]
 

@@ -272,7 +272,9 @@ def get(name: str) -> Entry:
     folded = [k for k in known if k.lower() == name.lower()]
     if folded:  # "vit-b-32/openai": case is the only difference
         return get(folded[0])
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    # The embedded names are suggested too: `load` asks here for any name it does not ship, typos of them included.
+    by_lower = {k.lower(): k for k in reversed([*EMBEDDED, *known])}
+    close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ClipBlipError(f"unknown model name {name!r}.{hint} Run `clipblip models` to list the known names, "
                         "or pass a path to a local checkpoint file or directory.")

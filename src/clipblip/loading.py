@@ -12,12 +12,15 @@ from pathlib import Path
 from .errors import ClipBlipError
 
 
-def load(source, *, arch: str | None = None, device: str = "auto", precision: str = "auto"):
+def load(source, *, arch: str | None = None, device: str = "auto", precision: str = "auto",
+         strict_vocab: bool = False):
     """A model from a native or Hugging Face directory, an OpenAI/open_clip file, or a catalog name, on `device`
     at `precision` (the rule, and what "auto" means, is in clipblip/runtime.py).
 
     `arch` names the architecture of a bare open_clip file (e.g. 'ViT-B-32'), whose activation and head counts
-    are not in its tensors.
+    are not in its tensors. A model with a closed word vocabulary (the embedded Shapes models) warns about texts
+    with words outside it (clipblip.errors.VocabularyWarning, naming `source`); `strict_vocab=True` makes such a
+    text a ClipBlipError. Open vocabularies (CLIP's BPE, BERT's WordPiece) read every text.
     """
     from . import checkpoint, runtime
 
@@ -29,6 +32,8 @@ def load(source, *, arch: str | None = None, device: str = "auto", precision: st
         model = checkpoint.load_file_checkpoint(path, arch)
     else:
         model = _load_catalog(str(source))
+    if model.config.text.vocab:  # a word-level tokenizer: it names the model in its warnings
+        model.tokenizer.owner, model.tokenizer.strict = str(source), strict_vocab
     return runtime.apply(model.eval(), rt)
 
 

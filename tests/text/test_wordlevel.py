@@ -1,10 +1,13 @@
 """Word-level tokenizers for closed vocabularies (the Shapes models)."""
 
+import pickle
+import warnings
+
 import pytest
 import torch
 
 from clipblip import config as C
-from clipblip.errors import ClipBlipError
+from clipblip.errors import ClipBlipError, VocabularyWarning
 from clipblip.text.wordlevel import (
     BERT_SPECIALS,
     CLIP_SPECIALS,
@@ -71,3 +74,63 @@ def test_model_with_a_word_vocab_saves_and_loads(tmp_path):
 def test_partial_config_groups_keep_the_family_defaults():
     cfg = C.from_dict({"family": "blip", "vision": {"image_size": 224}})
     assert cfg.vision.image_size == 224 and cfg.vision.patch_size == 16 and cfg.vision.norm_pre is False
+
+
+# ---- a closed vocabulary says when a text is outside it ------------------------------------------------------------
+
+def _warned(call) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in caught if issubclass(w.category, VocabularyWarning)]
+
+
+def test_unknown_words_warn_naming_the_text_and_the_words_and_open_vocabularies_never_do():
+    from clipblip.text import BlipTokenizer, ClipTokenizer
+
+    texts = ["a red circle.", "A green circle", "a PURPLE-ish circle"]
+    tok = ClipWordTokenizer(full_vocab(WORDS, CLIP_SPECIALS))
+    messages = _warned(lambda: tok(texts))
+    assert len(messages) == 2  # the known text is silent
+    assert "'A green circle'" in messages[0] and "'green'" in messages[0] and "the model's vocabulary" in messages[0]
+    assert "'purple', '-', 'ish'" in messages[1] and "green" not in messages[1]
+    assert _warned(lambda: (ClipTokenizer()(texts), BlipTokenizer()(texts))) == []
+
+
+def test_each_unknown_word_is_reported_once_with_the_first_text_that_holds_it():
+    tok = BlipWordTokenizer(full_vocab(WORDS, BERT_SPECIALS))
+    first = _warned(lambda: tok(["a green circle", "a green circle"], first="enc"))
+    again = _warned(lambda: (tok("a green circle", first="dec"), tok.encode("a green circle.")))
+    later = _warned(lambda: tok.encode("a green hexagon"))
+    assert len(first) == 1 and again == []  # nothing new: "green" was reported
+    assert len(later) == 1 and "'green', 'hexagon'" in later[0]  # a new word: the text and all its unknown words
+
+
+def test_strict_makes_an_unknown_word_a_one_line_error():
+    tok = ClipWordTokenizer(full_vocab(WORDS, CLIP_SPECIALS))
+    tok.strict = True
+    assert tok(["a red circle."]).shape[0] == 1
+    with pytest.raises(ClipBlipError, match="'cup', 'coffee'") as info:
+        tok(["a red circle", "a cup of\ncoffee"])
+    assert "\n" not in str(info.value) and "open vocabulary" in str(info.value)
+
+
+def test_pickled_tokenizers_keep_their_owner_and_strictness():
+    tok = BlipWordTokenizer(full_vocab(WORDS, BERT_SPECIALS))
+    tok.owner, tok.strict = "shapes-blip", True
+    back = pickle.loads(pickle.dumps(tok))
+    assert (back.owner, back.strict, back.vocab) == ("shapes-blip", True, tok.vocab)
+
+
+def test_load_names_the_model_and_the_warning_points_at_the_callers_line():
+    import clipblip
+
+    model = clipblip.load("shapes-clip")
+    pixels = torch.zeros(1, 3, model.preprocess.size, model.preprocess.size)
+    with pytest.warns(VocabularyWarning, match="shapes-clip's vocabulary") as caught:
+        clipblip.classify(model, pixels, ["cat", "red circle"], templates=["a {}"])
+    assert [w.filename for w in caught] == [__file__]
+    assert "'a cat'" in str(caught[0].message) and "'cat'" in str(caught[0].message)
+    strict = clipblip.load("shapes-blip", strict_vocab=True)
+    with pytest.raises(ClipBlipError, match="shapes-blip's vocabulary.*'astronaut'"):
+        clipblip.match(strict, pixels, ["a red circle", "an astronaut"])

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..errors import ClipBlipError
-from .common import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+from .common import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, command_run
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "main", "parser"]
 
@@ -47,10 +47,11 @@ def main(argv=None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        if getattr(args, "grad", False):
-            return args.run(args)
-        with torch.inference_mode():
-            return args.run(args)
+        with command_run():
+            if getattr(args, "grad", False):
+                return args.run(args)
+            with torch.inference_mode():
+                return args.run(args)
     except ClipBlipError as e:
         print(f"clipblip: error: {e}", file=sys.stderr)
         return EXIT_ERROR

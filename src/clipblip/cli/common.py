@@ -7,13 +7,21 @@ were skipped (each listed on stderr, or under "skipped" with --json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import warnings
+from contextvars import ContextVar
 from pathlib import Path
 
-from ..errors import ClipBlipError
+from ..errors import ClipBlipError, ClipBlipWarning
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+# The models the running command has loaded (by the name it was given), for `report` and the embedded-model note.
+_LOADED: ContextVar[list[str] | None] = ContextVar("clipblip_cli_loaded", default=None)
+SHAPES_NOTE = ("{name} is a small model trained on the generated Shapes world (shapes and colours only); for other "
+               "images pass a real checkpoint with -m PATH or a catalog name (`clipblip models`; README: "
+               "\"Sources clipblip.load accepts\")")
 
 
 def add_common(p: argparse.ArgumentParser, model: str | None = "clip") -> None:
@@ -29,6 +37,9 @@ def add_common(p: argparse.ArgumentParser, model: str | None = "clip") -> None:
         p.add_argument("--arch", help="architecture of a bare open_clip file, e.g. ViT-B-32")
         p.add_argument("--batch-size", type=int, default=32, help="images or texts per model call (default 32)")
         p.add_argument("--fast", action="store_true", help="fast JPEG decode (DCT downscale; see docs)")
+        p.add_argument("--strict-vocab", action="store_true",
+                       help="a text with words outside a closed vocabulary (the Shapes models) is an error, not "
+                            "a warning")
         add_runtime(p)
 
 
@@ -63,13 +74,43 @@ def set_threads(args, faiss: bool = False) -> None:
             faiss_lib.omp_set_num_threads(n)
 
 
+@contextlib.contextmanager
+def command_run():
+    """The frame of one command: clipblip's warnings as one `clipblip: warning:` line each on stderr (Python's
+    format takes two), and a record of the models it loads (see `report`)."""
+    shown, token = warnings.showwarning, _LOADED.set([])
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ClipBlipWarning):
+            print(f"clipblip: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ClipBlipWarning)  # the tokenizers say each thing once themselves
+            warnings.showwarning = show
+            yield
+    finally:
+        _LOADED.reset(token)
+
+
 def load_model(args, source=None):
-    """The model named by `source` (default --model), on the device and at the precision the options say."""
+    """The model named by `source` (default --model), on the device and at the precision the options say.
+
+    An embedded Shapes model is announced once per command, in one line on stderr: it knows only its world."""
+    from ..catalog import EMBEDDED
     from ..loading import load
 
     set_threads(args)
-    model = load(source if source is not None else args.model, arch=getattr(args, "arch", None),
-                 device=args.device, precision=args.precision)
+    name = str(source if source is not None else args.model)
+    model = load(name, arch=getattr(args, "arch", None), device=args.device, precision=args.precision,
+                 strict_vocab=getattr(args, "strict_vocab", False))
+    loaded = _LOADED.get()
+    if loaded is not None:
+        if name in EMBEDDED and not any(n in EMBEDDED for n in loaded):
+            print(f"clipblip: note: {SHAPES_NOTE.format(name=name)}", file=sys.stderr)
+        loaded.append(name)
     if getattr(args, "fast", False):
         from dataclasses import replace
 
@@ -94,10 +135,18 @@ def listed(items, path) -> list[str]:
 
 
 def report(result: dict, skipped, as_json: bool, lines) -> int:
-    """Print the result (JSON or text lines) and the skipped items; the exit code says whether any were skipped."""
+    """Print the result (JSON or text lines) and the skipped items; the exit code says whether any were skipped.
+
+    The models the command loaded are named: a "model" field in JSON, a line on stderr before the text (stdout
+    keeps one line per result)."""
+    models = " + ".join(_LOADED.get() or [])
     if as_json:
-        print(json.dumps({**result, "skipped": [{"item": i, "error": e} for i, e in skipped.items]}, indent=2))
+        head = {"model": models} if models and "model" not in result else {}
+        print(json.dumps({**head, **result, "skipped": [{"item": i, "error": e} for i, e in skipped.items]},
+                         indent=2))
     else:
+        if models:
+            print(f"model: {models}", file=sys.stderr)
         for line in lines:
             print(line)
     for item, error in skipped.items:

@@ -8,24 +8,33 @@ Texts are lowercased, split on whitespace and punctuation (`tokenizers`' Whitesp
 outside the vocabulary becomes [UNK]. The special ids come first, in a fixed order per family (`CLIP_SPECIALS`,
 `BERT_SPECIALS`), so the config's special-token ids follow from the vocabulary (`clip_ids`, `bert_ids`).
 The two classes have the call signatures of ClipTokenizer and BlipTokenizer, so every task works unchanged.
+
+A closed vocabulary says when it is out of its depth: a text with words outside it gives a VocabularyWarning that
+names the text and those words (each unknown word once per tokenizer, with the first text that holds it), or a
+ClipBlipError when `strict` is set. `owner` names the model in the message (`clipblip.load` sets both).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import sys
+import warnings
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 
-from clipblip.errors import ClipBlipError
+from clipblip.errors import ClipBlipError, VocabularyWarning
 from clipblip.text.checks import check_length, check_texts
 
 CLIP_SPECIALS = ("<pad>", "<unk>", "<sot>", "<eot>")
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[ENC]")
 _NO_SPACE_BEFORE = re.compile(r" ([.,?!;:])")
+# Unknown words a tokenizer remembers having reported: a service fed endless new words forgets and may repeat a
+# warning rather than grow without bound.
+_MAX_REPORTED = 10_000
 
 
 def clip_ids(vocab) -> dict:
@@ -54,7 +63,30 @@ def _backend(vocab: tuple[str, ...], unk: str) -> Tokenizer:
     return tok
 
 
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _words_listed(words: list[str], limit: int = 10) -> str:
+    more = f" and {len(words) - limit} more" if len(words) > limit else ""
+    return ", ".join(repr(w) for w in words[:limit]) + more
+
+
+def _outside_clipblip() -> int:
+    """warnings.warn's stacklevel that points at the first caller outside clipblip: the user's line.
+
+    Python 3.11 has no skip_file_prefixes; between the user and the tokenizer are tasks, the model and torch's
+    no_grad wrappers around them."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and (frame.f_globals.get("__name__", "").partition(".")[0] == "clipblip"
+                                 or frame.f_globals.get("__name__") == "torch.utils._contextlib"):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 class _Words:
+    unk_id = 1  # the second special in both families
+
     def __init__(self, vocab, specials: tuple[str, ...], length: int):
         vocab = tuple(vocab)
         if vocab[: len(specials)] != specials:
@@ -63,12 +95,45 @@ class _Words:
         self._tok = _backend(vocab, specials[1])
         self._specials = set(range(len(specials)))
         self.length = length
+        self.owner, self.strict = "the model", False
+        self._reported: set[str] = set()
+
+    def _state(self) -> dict:
+        return {"owner": self.owner, "strict": self.strict}
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(check_texts(text, type(self).__name__)[0], add_special_tokens=False).ids
+        texts = check_texts(text, type(self).__name__)
+        encoded = [self._tok.encode(texts[0], add_special_tokens=False)]
+        self._check_vocabulary(texts, encoded)
+        return encoded[0].ids
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` outside the vocabulary, lowercased and split as the tokenizer reads them."""
+        normal = self._tok.normalizer.normalize_str(check_texts(text, type(self).__name__)[0])
+        return [w for w, _ in self._tok.pre_tokenizer.pre_tokenize_str(normal) if self._tok.token_to_id(w) is None]
+
+    def _check_vocabulary(self, texts: list[str], encoded) -> None:
+        """Warn about (or, when strict, refuse) each text with an unknown word; silent for the known ones."""
+        for text, enc in zip(texts, encoded):
+            words = self.unknown_words(text) if self.unk_id in enc.ids else []
+            if not words:
+                continue
+            where = f"{_short(text)} has words outside {self.owner}'s vocabulary ({self.vocab_size} words)"
+            if self.strict:
+                raise ClipBlipError(f"{where}: {_words_listed(words)}; rephrase it with words the model knows, "
+                                    "or load a model with an open vocabulary")
+            if self._reported.issuperset(words):
+                continue  # its words were reported with an earlier text (a classifier's templates repeat them)
+            if len(self._reported) >= _MAX_REPORTED:
+                self._reported.clear()
+            self._reported.update(words)
+            warnings.warn(f"{where}, read as unknown: {_words_listed(words)}", VocabularyWarning,
+                          stacklevel=_outside_clipblip())
 
     def _rows(self, texts, first: int, last: int, length: int) -> list[list[int]]:
-        encoded = self._tok.encode_batch(check_texts(texts, type(self).__name__), add_special_tokens=False)
+        texts = check_texts(texts, type(self).__name__)
+        encoded = self._tok.encode_batch(texts, add_special_tokens=False)
+        self._check_vocabulary(texts, encoded)
         return [[first, *e.ids[: length - 2], last] for e in encoded]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
@@ -91,7 +156,7 @@ class ClipWordTokenizer(_Words):
         self.context_length, self.pad_id, self.sot_id, self.eot_id = self.length, 0, 2, 3
 
     def __reduce__(self):
-        return ClipWordTokenizer, (self.vocab, self.context_length)
+        return ClipWordTokenizer, (self.vocab, self.context_length), self._state()
 
     def __call__(self, texts, context_length: int | None = None) -> torch.Tensor:
         length = context_length or self.context_length
@@ -114,7 +179,7 @@ class BlipWordTokenizer(_Words):
         self._first_ids = {"cls": self.cls_id, "enc": self.enc_id, "dec": self.dec_id}
 
     def __reduce__(self):
-        return BlipWordTokenizer, (self.vocab, self.max_length)
+        return BlipWordTokenizer, (self.vocab, self.max_length), self._state()
 
     def __call__(self, texts, max_length: int | None = None, first: str = "cls", pad_to_max: bool = False):
         length = max_length or self.max_length
