@@ -106,6 +106,19 @@ def test_each_unknown_word_is_reported_once_with_the_first_text_that_holds_it():
     assert len(later) == 1 and "'green', 'hexagon'" in later[0]  # a new word: the text and all its unknown words
 
 
+def test_a_flood_of_unknown_words_stops_after_a_bounded_number_of_warnings():
+    """A Shapes model run over a real dataset must not print a line per new word; strictness is not bounded."""
+    from clipblip.text.wordlevel import _MAX_WARNINGS
+
+    tok = ClipWordTokenizer(full_vocab(WORDS, CLIP_SPECIALS))
+    messages = _warned(lambda: [tok([f"a word{i} circle" for i in range(j, j + 10)]) for j in range(0, 100, 10)])
+    assert len(messages) == _MAX_WARNINGS + 1 and "'word0'" in messages[0]
+    assert "not reported one by one" in messages[-1] and "the model's vocabulary" in messages[-1]
+    tok.strict = True
+    with pytest.raises(ClipBlipError, match="'word100'"):
+        tok("a word100 circle")
+
+
 def test_strict_makes_an_unknown_word_a_one_line_error():
     tok = ClipWordTokenizer(full_vocab(WORDS, CLIP_SPECIALS))
     tok.strict = True

@@ -10,8 +10,9 @@ outside the vocabulary becomes [UNK]. The special ids come first, in a fixed ord
 The two classes have the call signatures of ClipTokenizer and BlipTokenizer, so every task works unchanged.
 
 A closed vocabulary says when it is out of its depth: a text with words outside it gives a VocabularyWarning that
-names the text and those words (each unknown word once per tokenizer, with the first text that holds it), or a
-ClipBlipError when `strict` is set. `owner` names the model in the message (`clipblip.load` sets both).
+names the text and those words (each unknown word once per tokenizer, with the first text that holds it; after
+20 such warnings one more says it stops), or a ClipBlipError when `strict` is set. `owner` names the model in the
+message (`clipblip.load` sets both).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from clipblip.text.checks import check_length, check_texts
 CLIP_SPECIALS = ("<pad>", "<unk>", "<sot>", "<eot>")
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[ENC]")
 _NO_SPACE_BEFORE = re.compile(r" ([.,?!;:])")
-# Unknown words a tokenizer remembers having reported: a service fed endless new words forgets and may repeat a
-# warning rather than grow without bound.
-_MAX_REPORTED = 10_000
+# Vocabulary warnings one tokenizer gives before a last one says that it stops: a Shapes model run over a real
+# dataset would otherwise print a line for every new word in it.
+_MAX_WARNINGS = 20
 
 
 def clip_ids(vocab) -> dict:
@@ -97,6 +98,7 @@ class _Words:
         self.length = length
         self.owner, self.strict = "the model", False
         self._reported: set[str] = set()
+        self._warnings = 0
 
     def _state(self) -> dict:
         return {"owner": self.owner, "strict": self.strict}
@@ -114,6 +116,8 @@ class _Words:
 
     def _check_vocabulary(self, texts: list[str], encoded) -> None:
         """Warn about (or, when strict, refuse) each text with an unknown word; silent for the known ones."""
+        if self._warnings > _MAX_WARNINGS and not self.strict:
+            return
         for text, enc in zip(texts, encoded):
             words = self.unknown_words(text) if self.unk_id in enc.ids else []
             if not words:
@@ -122,13 +126,13 @@ class _Words:
             if self.strict:
                 raise ClipBlipError(f"{where}: {_words_listed(words)}; rephrase it with words the model knows, "
                                     "or load a model with an open vocabulary")
-            if self._reported.issuperset(words):
+            if self._reported.issuperset(words) or self._warnings > _MAX_WARNINGS:
                 continue  # its words were reported with an earlier text (a classifier's templates repeat them)
-            if len(self._reported) >= _MAX_REPORTED:
-                self._reported.clear()
             self._reported.update(words)
-            warnings.warn(f"{where}, read as unknown: {_words_listed(words)}", VocabularyWarning,
-                          stacklevel=_outside_clipblip())
+            self._warnings += 1
+            message = (f"{where}, read as unknown: {_words_listed(words)}" if self._warnings <= _MAX_WARNINGS else
+                       f"more texts have words outside {self.owner}'s vocabulary; they are not reported one by one")
+            warnings.warn(message, VocabularyWarning, stacklevel=_outside_clipblip())
 
     def _rows(self, texts, first: int, last: int, length: int) -> list[list[int]]:
         texts = check_texts(texts, type(self).__name__)
