@@ -31,10 +31,31 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless it names it already or there is none (None, a flag);
+    descriptions are shown as written (`data shapes` lays its out in lines)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if action.option_strings and default is not None and default is not False \
+                and default != argparse.SUPPRESS and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: add_subparsers makes its children of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
     from . import blip, capfilt, compare, data, features, index, models, score, serve, train
 
-    ap = argparse.ArgumentParser(prog="clipblip", description="CLIP and BLIP: models, checkpoints, applications")
+    ap = _Parser(prog="clipblip", description="CLIP and BLIP: models, checkpoints, applications")
     ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="command", required=True)
     for group in (models, features, blip, compare, train, capfilt, data, score, index, serve):

@@ -58,10 +58,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--beams", type=int, default=1, help="beam search width (default 1: greedy)")
     p.add_argument("--max-new-tokens", type=int, default=30, help="longest caption in tokens (default 30)")
     p.add_argument("--min-new-tokens", type=int, default=0, help="shortest caption in tokens (default 0)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--top-p", type=float, help="sample each token from the smallest set of likeliest tokens whose "
+                   "probabilities sum to P (nucleus sampling; default: no sampling)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divide the logits by this before sampling; any value but 1.0 samples, as --top-p does")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="make tokens already in the caption this many times less likely (CTRL's penalty; 1: "
+                        "off)")
+    p.add_argument("--seed", type=int, help="seed of the sampling, for captions you can reproduce (default: "
+                   "random)")
     p.add_argument("--prompt", help="e.g. 'a picture of ' (left out of the output)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="on a GPU, replay each decoding step as a CUDA graph (experimental: not yet run on a GPU)")

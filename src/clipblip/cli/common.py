@@ -51,7 +51,7 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
                    help="auto: bf16 on a GPU and on a CPU with native bf16 (AMX, AVX512-BF16), else fp32; fp16 is "
                         "GPU only, int8 CPU only (`clipblip --version` shows what auto is here)")
-    g.add_argument("--threads", type=int, default=0, help="torch (and faiss) CPU threads (default: their choice)")
+    g.add_argument("--threads", type=int, default=0, help="torch (and faiss) CPU threads (default 0: their choice)")
 
 
 def add_workers(p: argparse.ArgumentParser) -> None:

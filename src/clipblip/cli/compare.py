@@ -80,9 +80,12 @@ def add_parsers(sub) -> None:
                    "dataset: COCO Karpathy JSON, CSV, JSONL, VQA JSON, folder (retrieval, captioning, VQA)")
     p.add_argument("--split", help="the split of a COCO Karpathy file (default: all of it)")
     p.add_argument("--image-root", help="where a dataset's relative image paths start")
-    p.add_argument("--n", type=int, default=300, help="scenes per Shapes split, or records of a dataset")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--n", type=int, default=300, help="scenes per Shapes test split, or records of a dataset "
+                   "(default: %(default)s; the README's table is from --n 200 --precision fp32, as `make demo` "
+                   "runs it)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated Shapes test scenes")
+    p.add_argument("--out", default="runs/compare", help="folder for report.md, report.html, results.json and "
+                   "the example images")
     p.add_argument("--capfilt", nargs="?", const="", metavar="DIR",
                    help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 35 min on "
                         "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")

@@ -21,11 +21,11 @@ Make webdataset shards from the result with: clipblip data pack DIR/<split>.json
 def _shapes_args(p: argparse.ArgumentParser) -> None:
     from ..data.shapes import SPLITS
 
-    p.description = DESCRIPTION
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = DESCRIPTION  # shown as written: the formatter keeps descriptions' lines
     p.add_argument("--out", required=True, help="output directory (DIR)")
     p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--split", default="train", choices=SPLITS, help="test_heldout: scenes with the colour-shape "
+                   "pairs no other split shows; web: noisy captions (see --noise)")
     p.add_argument("--seed", type=int, default=0, help="world seed (also picks the heldout colour-shape pairs)")
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--captions", type=int, default=5, help="captions per image")

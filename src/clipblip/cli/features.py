@@ -66,6 +66,12 @@ def cmd_classify(args) -> int:
     return report({"results": rows}, skipped, args.json, lines)
 
 
+# What a hit's score is, stated beside the scores: the rerank's sum reads like a probability and is not one.
+SCALES = {"itc": "cosine similarity of the text and image embeddings (-1 to 1)",
+          "rerank": "ITM match logit + ITC cosine similarity, BLIP's retrieval ranking (a sum of two scales, not a "
+                    "probability: `clipblip match` gives ITM match probabilities)"}
+
+
 def cmd_search(args) -> int:
     from ..jobs import Skipped, find_images
     from ..tasks.inputs import image_features
@@ -87,24 +93,27 @@ def cmd_search(args) -> int:
         hits = text_to_image(model, args.queries, feats, args.top_k)
     rows = [{"query": q, "hits": [{"image": str(images[kept[j]]), "score": s} for j, s in h]}
             for q, h in zip(args.queries, hits)]
-    lines = []
+    scale = SCALES["rerank" if args.rerank else "itc"]
+    lines = [f"# score: {scale}"] if args.rerank else []
     for row in rows:
         lines += [f"{row['query']}:"] + [f"  {h['score']:.4f}  {h['image']}" for h in row["hits"]]
-    return report({"results": rows}, skipped, args.json, lines)
+    return report({"scale": scale, "results": rows}, skipped, args.json, lines)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("embed", help="embed images and/or texts to .safetensors or .npy")
     p.add_argument("--images", nargs="+", help="image files or directories")
-    p.add_argument("--texts", nargs="+")
+    p.add_argument("--texts", nargs="+", help="texts to embed with the text tower")
     p.add_argument("--texts-file", help="one text per line")
-    p.add_argument("--output", "-o", required=True)
+    p.add_argument("--output", "-o", required=True,
+                   help="the file to write: .safetensors (images and texts, their names in its metadata) or .npy "
+                        "(one array, its names in a .json beside it)")
     add_common(p)
     add_workers(p)
     p.set_defaults(run=cmd_embed)
     p = sub.add_parser("classify", help="zero-shot classification")
     p.add_argument("images", nargs="+", help="image files or directories")
-    p.add_argument("--labels", nargs="+")
+    p.add_argument("--labels", nargs="+", help="the class names to choose from")
     p.add_argument("--labels-file", help="one class name per line")
     p.add_argument("--templates", nargs="+", help="prompt templates with {} for the label")
     p.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
@@ -115,7 +124,8 @@ def add_parsers(sub) -> None:
     p.add_argument("queries", nargs="+")
     p.add_argument("--images", nargs="+", required=True, help="image files or directories")
     p.add_argument("--top-k", type=int, default=5, help="hits shown per query (default 5)")
-    p.add_argument("--rerank", action="store_true", help="BLIP: rerank the ITC shortlist with the ITM head")
+    p.add_argument("--rerank", action="store_true", help="BLIP: rerank the ITC shortlist with the ITM head (score: "
+                   "ITM match logit + ITC cosine similarity, as BLIP ranks; not a probability)")
     add_common(p)
     add_workers(p)
     p.set_defaults(run=cmd_search)

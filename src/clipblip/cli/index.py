@@ -79,7 +79,7 @@ def _source_args(p, model: bool) -> None:
     if model:
         p.add_argument("--model", "-m", default=DEFAULT["clip"],
                        help=f"CLIP model: path, directory or catalog name (default: the embedded {DEFAULT['clip']})")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images or texts per model call")
     add_runtime(p)
     add_workers(p)
 
@@ -111,10 +111,11 @@ def add_parsers(sub) -> None:
     p.add_argument("index")
     p.add_argument("query", nargs="?")
     p.add_argument("--image", help="search by image (image-to-image)")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=10, help="hits shown")
     p.add_argument("--model", "-m", help="CLIP model (default: the one the index was built with)")
     p.add_argument("--rerank", nargs="?", const=DEFAULT["blip"], metavar="BLIP",
-                   help=f"rerank the shortlist with a BLIP model's ITM head (default BLIP: {DEFAULT['blip']})")
+                   help=f"rerank the shortlist with a BLIP model's ITM head; a hit's score is then its match "
+                        f"probability (default BLIP: {DEFAULT['blip']})")
     p.add_argument("--shortlist", type=int, default=50, help="how many hits the rerank scores")
     add_runtime(p)
     add_common(p, model=None)

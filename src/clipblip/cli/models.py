@@ -44,13 +44,15 @@ def cmd_convert(args) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("models", help="list the catalog of known releases")
-    p.add_argument("--family", choices=["clip", "blip"])
+    p.add_argument("--family", choices=["clip", "blip"], help="list only this family's models (default: both)")
     add_common(p, model=None)
     p.set_defaults(run=cmd_models)
     p = sub.add_parser("convert", help="write a checkpoint in the native (or Hugging Face) format")
-    p.add_argument("source")
-    p.add_argument("output")
-    p.add_argument("--to", choices=["native", "hf"], default="native")
+    p.add_argument("source", help="a checkpoint file or directory, or a catalog name")
+    p.add_argument("output", help="the directory to write")
+    p.add_argument("--to", choices=["native", "hf"], default="native",
+                   help="native: config.json + model.safetensors for clipblip.load; hf: a directory transformers "
+                        "reads")
     p.add_argument("--parts", nargs="+", choices=["encoder", "decoder", "itc", "itm"],
                    help="BLIP to HF: the heads to export (decoder: captioning; encoder itc itm: retrieval; "
                         "encoder decoder: VQA)")

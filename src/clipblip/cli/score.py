@@ -100,20 +100,21 @@ def add_parsers(sub) -> None:
     p.add_argument("prompt")
     p.add_argument("images", nargs="+", help="candidate image files or folders")
     p.add_argument("--by", choices=["clip", "itm"], default="clip",
-                   help="clip: cosine similarity (any CLIP, or BLIP's ITC); itm: BLIP's match probability")
+                   help="clip: cosine similarity (any CLIP, or BLIP's ITC); itm: BLIP's match probability; the "
+                        "default --model follows it: shapes-clip for clip, shapes-blip for itm")
     p.add_argument("--top", type=int, help="keep the best K")
     add_common(p)
     p.set_defaults(run=cmd_rerank, model=None)  # the default model follows --by
     p = sub.add_parser("guide", help="steer an image toward a prompt with CLIP guidance")
     p.add_argument("prompt")
     p.add_argument("--out", "-o", required=True, help="the image to write (.png, .jpg, ...)")
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=150, help="Adam steps on the image")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's input size)")
     p.add_argument("--init", help="start image (default: gray with a little noise)")
     p.add_argument("--param", choices=["pixels", "lowres", "pyramid"], default="pyramid",
                    help="the image's parameterization: full-resolution offsets, one coarse grid, or a pyramid")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1, help="Adam's learning rate on the image's parameters")
     p.add_argument("--cutn", type=int, default=8, help="random crops per step")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the start image's noise and the random crops")
     add_common(p)
     p.set_defaults(run=cmd_guide, grad=True)  # autograd: runs outside inference_mode

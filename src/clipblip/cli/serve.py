@@ -90,8 +90,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--blip", default=DEFAULT["blip"], help="BLIP model for /caption and /match")
     p.add_argument("--vqa", default=DEFAULT["vqa"], help="BLIP VQA model for /ask")
     p.add_argument("--index", help="an index (clipblip.index) for /search and the page's search box")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface; "
+                   "give an API key then)")
+    p.add_argument("--port", type=int, default=8000, help="the TCP port to listen on")
     p.add_argument("--max-batch", type=_positive(int), default=32, help="most items in one model call")
     p.add_argument("--wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--no-batching", action="store_true", help="one item per model call (for comparison)")
@@ -104,7 +105,8 @@ def add_parsers(sub) -> None:
                    help="the Host names the server answers to, comma-separated ('*': any); default: localhost, "
                         "127.0.0.1 and [::1] when bound to loopback (against DNS rebinding), any otherwise")
     add_runtime(p)
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="the web server's (uvicorn's) log level")
     p.set_defaults(run=cmd_serve)
 
 
