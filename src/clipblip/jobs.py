@@ -51,11 +51,15 @@ def default_workers() -> int:
     its own OpenMP team, so threads multiply with cores (4 x T stays tolerable). With a GPU, decoding is the
     bound (one core turns ~150 640x480 JPEGs/s into 224 px pixels, bench/README.md): ask for more, `workers=`.
     """
+    return min(4, available_cpus())
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
-        cpus = len(os.sched_getaffinity(0))  # a container or taskset may allow fewer than os.cpu_count()
+        return len(os.sched_getaffinity(0))  # a container or taskset may allow fewer than os.cpu_count()
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(4, cpus)
+        return os.cpu_count() or 1
 
 
 def ordered_map(fn, items, workers: int | None, ahead: int):

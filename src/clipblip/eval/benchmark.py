@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..data.shapes import ANSWERS
 from ..data.shapes_eval import records, zero_shot
 from ..errors import ClipBlipError
-from ..jobs import ordered_map
+from ..jobs import available_cpus, ordered_map
 from ..tasks.inputs import image_features, text_features
 from ..tasks.itm import image_tokens, itm_scores
 from . import compare as C
@@ -156,6 +156,12 @@ def _runtime(*models) -> str:
     return ", ".join(sorted({f"{m.device} at {m.precision}" for m in models if m is not None}))
 
 
+def _threads() -> str:
+    """The torch threads the measurements ran on and the CPUs there were, e.g. "1 thread of 2 CPUs"."""
+    threads, cpus = torch.get_num_threads(), available_cpus()
+    return f"{threads} thread{'s' * (threads != 1)} of {cpus} CPU{'s' * (cpus != 1)}"
+
+
 @torch.no_grad()
 def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 300, seed: int = 0,
         split=None, image_root=None, sources: dict | None = None, command: str = "",
@@ -177,8 +183,8 @@ def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 3
                  "scenes)" if data == "shapes" else f"{data} ({len(records['test'])} records)")
     results["meta"] = {"date": datetime.date.today().isoformat(), "command": command,
                        "n_images": len(records["test"]), "data": described,
-                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-                                  f"; models on {_runtime(clip, blip, blip_vqa)}",
+                       "machine": f"{platform.machine()}, {_threads()}, torch {torch.__version__}; models on "
+                                  f"{_runtime(clip, blip, blip_vqa)}",
                        "clip": sources.get("clip"), "blip": sources.get("blip")}
     results["targets"] = targets(results)
     return results, extras
