@@ -81,7 +81,7 @@ TIERS = [
     {"models"},
     {"convert", "catalog"},
     {"checkpoint", "hub"},
-    {"export", "loading"},
+    {"export", "export_onnx", "loading"},
     {"tasks"},
     {"data"},
     {"train", "eval", "index"},

@@ -155,6 +155,13 @@ def _backend(path: str) -> tuple[Tokenizer, tuple[str, ...]]:
     return tok, tuple(vocab)
 
 
+def rust_tokenizer(vocab_path: str | Path | None = None) -> Tokenizer:
+    """A copy of the Rust half that ClipTokenizer runs (split, byte map, BPE; no cleaning, no specials), to build
+    on, e.g. the tokenizer.json of an ONNX export. A copy, because the cached one is shared and never mutated."""
+    path = Path(vocab_path).resolve() if vocab_path is not None else DEFAULT_VOCAB
+    return Tokenizer.from_str(_backend(str(path))[0].to_str())
+
+
 class ClipTokenizer:
     """Texts -> [B, context_length] LongTensor of CLIP ids: sot, BPE ids, eot, then pad_id.
 

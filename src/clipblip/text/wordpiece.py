@@ -72,6 +72,14 @@ def _backend(path: str) -> Tokenizer:
     return tok
 
 
+def rust_tokenizer(vocab_path: str | Path | None = None) -> Tokenizer:
+    """A copy of the Rust pipeline that BlipTokenizer runs (normalizer, pre-tokenizer, WordPiece, decoder, the 7
+    specials; no post-processor), to build on, e.g. the tokenizer.json of an ONNX export. A copy, because the cached
+    one is shared and never mutated."""
+    path = Path(vocab_path).resolve() if vocab_path is not None else DEFAULT_VOCAB
+    return Tokenizer.from_str(_backend(str(path)).to_str())
+
+
 def clean_up_tokenization(text: str) -> str:
     """Hugging Face's clean_up_tokenization, which BLIP's decode applied (transformers 4.15 default)."""
     return (text.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",").replace(" ' ", "'")
