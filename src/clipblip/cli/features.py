@@ -10,16 +10,25 @@ from .common import add_common, add_workers, listed, load_model, report, require
 
 
 def cmd_embed(args) -> int:
-    from ..jobs import Skipped, find_images
-    from ..tasks.inputs import image_features, text_features
+    from ..jobs import find_images
 
     texts = listed(args.texts, args.texts_file)
     images = find_images(args.images) if args.images else []
     if not texts and not images:
         raise ClipBlipError("nothing to embed: give --images and/or --texts / --texts-file")
+    if args.format in (None, "safetensors"):
+        return _embed_file(args, images, texts)
+    return _embed_folder(args, images, texts)
+
+
+def _embed_file(args, images, texts) -> int:
+    from ..jobs import Skipped
+    from ..tasks.inputs import image_features, text_features
+
     out = Path(args.output)
-    if out.suffix not in (".safetensors", ".npy"):
-        raise ClipBlipError(f"output {out} must end in .safetensors or .npy")
+    if out.suffix not in (".safetensors", ".npy") or (args.format == "safetensors" and out.suffix != ".safetensors"):
+        raise ClipBlipError(f"output {out} must end in .safetensors (or .npy), or give --format npy|parquet to "
+                            "write a folder of shards")
     if out.suffix == ".npy" and texts and images:
         raise ClipBlipError("a .npy file holds one array: embed images and texts to separate files, "
                             "or use .safetensors")
@@ -46,6 +55,22 @@ def cmd_embed(args) -> int:
     shapes = {k: list(v.shape) for k, v in tensors.items()}
     return report({"output": str(out), "shapes": shapes}, skipped, args.json,
                   [f"wrote {out}: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())])
+
+
+def _embed_folder(args, images, texts) -> int:
+    from ..data.embeddings import model_name, plan, write_embeddings
+
+    out = Path(args.output)
+    if out.suffix in (".safetensors", ".npy", ".parquet"):
+        raise ClipBlipError(f"--format {args.format} writes a folder of shards: give --output a folder name, not "
+                            f"{out.name}")
+    job = plan(out, images, texts, name=model_name(args.model), format=args.format, shard_size=args.shard_size)
+    w = write_embeddings(load_model(args), job, batch_size=args.batch_size, workers=args.workers, progress=True)
+    result = {"output": str(out), "format": w.format, "rows": w.rows, "shards": w.shards,
+              "embedded_shards": w.embedded, "reused_shards": w.reused}
+    line = (f"wrote {out}: {w.rows['image']} image and {w.rows['text']} text embeddings in "
+            f"{sum(w.shards.values())} {w.format} shards ({w.embedded} embedded now, {w.reused} by an earlier run)")
+    return report(result, w.skipped, args.json, [line])
 
 
 def cmd_classify(args) -> int:
@@ -101,13 +126,20 @@ def cmd_search(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("embed", help="embed images and/or texts to .safetensors or .npy")
+    p = sub.add_parser("embed", help="embed images and/or texts to .safetensors, .npy, or a folder of shards")
     p.add_argument("--images", nargs="+", help="image files or directories")
     p.add_argument("--texts", nargs="+", help="texts to embed with the text tower")
     p.add_argument("--texts-file", help="one text per line")
     p.add_argument("--output", "-o", required=True,
-                   help="the file to write: .safetensors (images and texts, their names in its metadata) or .npy "
-                        "(one array, its names in a .json beside it)")
+                   help="safetensors: the file to write (images and texts, their names in its metadata; without "
+                        "--format, a .npy file holds one array, its names in a .json beside it); npy, parquet: "
+                        "the folder to write (resumable: run the same command again to finish a killed run)")
+    p.add_argument("--format", choices=["safetensors", "npy", "parquet"],
+                   help="safetensors (the default): one file; npy: numbered img_emb/img_emb_NNNN.npy and "
+                        "text_emb/text_emb_NNNN.npy shards with metadata.parquet (clip-retrieval's layout); "
+                        "parquet: numbered parquet shards, each with an embedding column and the metadata")
+    p.add_argument("--shard-size", type=int, default=10_000, metavar="ROWS",
+                   help="rows per shard file of --format npy or parquet")
     add_common(p)
     add_workers(p)
     p.set_defaults(run=cmd_embed)

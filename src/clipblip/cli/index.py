@@ -8,7 +8,8 @@ from .common import add_common, add_runtime, add_workers, load_model, report, se
 
 
 def _summary(what: str, r, out) -> list[str]:
-    return [f"{what} {out}: {r.count} items ({r.embedded} embedded, {r.reused} from an interrupted run, "
+    given = f"{r.given} from the embeddings folder, " if r.given else ""
+    return [f"{what} {out}: {r.count} items ({given}{r.embedded} embedded, {r.reused} from an interrupted run, "
             f"{r.unchanged} unchanged, {r.removed} removed); {r.kind}, version {r.version}"]
 
 
@@ -77,8 +78,9 @@ def _source_args(p, model: bool) -> None:
     p.add_argument("--format", help="dataset format when the path does not tell (csv, jsonl, coco, folder...)")
     p.add_argument("--image-root", help="where relative image paths of a dataset file start")
     if model:
-        p.add_argument("--model", "-m", default=DEFAULT["clip"],
-                       help=f"CLIP model: path, directory or catalog name (default: the embedded {DEFAULT['clip']})")
+        p.add_argument("--model", "-m",
+                       help=f"CLIP model: path, directory or catalog name (default: the embedded {DEFAULT['clip']}; "
+                            "for a folder of embeddings, the model that made them)")
     p.add_argument("--batch-size", type=int, default=32, help="images or texts per model call")
     add_runtime(p)
     add_workers(p)
@@ -90,7 +92,8 @@ def add_parsers(sub) -> None:
     idx = sub.add_parser("index", help="semantic search index: faiss vectors + SQLite metadata")
     isub = idx.add_subparsers(dest="index_command", required=True)
     p = isub.add_parser("build", help="embed a folder or dataset into an index (resumable; updates an existing one)")
-    p.add_argument("source", nargs="?", help="an image folder, or a dataset (CSV, JSONL, COCO/VQA JSON, shards)")
+    p.add_argument("source", nargs="?", help="an image folder, a dataset (CSV, JSONL, COCO/VQA JSON, shards), or a "
+                   "folder of embeddings (`clipblip embed --format npy|parquet`: indexed without embedding again)")
     p.add_argument("--out", "-o", required=True, help="the index directory")
     p.add_argument("--kind", default="auto", choices=["auto", *KINDS], help="faiss index (auto: by size)")
     _source_args(p, model=True)

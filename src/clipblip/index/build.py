@@ -6,29 +6,37 @@ too, with their reason), so a run killed at any moment leaves the last committed
 command run again embeds only what no earlier run did. The batches of a resumed run are the ones the first
 run would have made (the work list is the same, minus whole batches), so it ends with the vectors an
 uninterrupted run makes.
+
+A folder of embeddings (`clipblip embed --format npy|parquet`, data/embeddings.py) goes the same way with its
+vectors staged as they are: nothing is embedded, and the index's model is the one the folder names.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..catalog import DEFAULT
+from ..data.embeddings import is_embeddings, model_name
 from ..errors import ClipBlipError
 from ..image import load_image
 from ..jobs import Skipped, ordered_map
 from ..tasks.inputs import PREFETCH_BATCHES, text_features
 from . import kinds
-from .sources import Item, digest, image_items, text_items
+from .sources import Item, digest, embedded_items, image_items, text_items
 from .store import Writer
+
+DEFAULT_MODEL = DEFAULT["clip"]
+STAGE_ROWS = 1000  # given vectors staged per transaction: a killed build keeps what it staged
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Report:
     count: int = 0  # items in the index after the commit
     embedded: int = 0  # embedded by this run
     reused: int = 0  # embedded by an earlier, interrupted run
+    given: int = 0  # taken from a folder of embeddings as they were
     unchanged: int = 0  # already in the index with the same content
     removed: int = 0
     version: int = 0
@@ -46,25 +55,33 @@ class Report:
         return {k: v for k, v in self.__dict__.items() if k != "skipped"}
 
 
-def build(source, out, model="shapes-clip", *, texts=None, format=None, image_root=None, kind: str = "auto",
+def build(source, out, model=None, *, texts=None, format=None, image_root=None, kind: str = "auto",
           batch_size: int = 32, progress: bool = False, device: str = "auto", precision: str = "auto",
           workers: int | None = None) -> Report:
     """Make `out` hold exactly the images of `source` (a folder or dataset; None: none) and the lines of `texts`;
-    an existing index is updated: new and changed items embedded, vanished ones removed. The model runs on
-    `device` at `precision` (see clipblip/runtime.py); `workers` threads read, decode and preprocess images
-    ahead of it (None: tasks.inputs.default_workers(); 0: in the calling thread)."""
-    return _sync(out, model, _items(source, texts, format, image_root), True, kind, batch_size, progress,
-                 (device, precision, workers))
+    an existing index is updated: new and changed items embedded, vanished ones removed. The model (default: the
+    embedded shapes-clip) runs on `device` at `precision` (see clipblip/runtime.py); `workers` threads read,
+    decode and preprocess images ahead of it (None: tasks.inputs.default_workers(); 0: in the calling thread).
+    A folder `clipblip embed --format npy|parquet` wrote is indexed from its vectors, embedding nothing; its model
+    is the index's."""
+    _check_kind(kind)
+    if is_embeddings(source):
+        return _sync(out, *_given(source, model, texts, format), True, kind)
+    found = _items(source, texts, format, image_root)
+    return _sync(out, _embedder(model or DEFAULT_MODEL, batch_size, progress, (device, precision, workers)), found,
+                 True, kind)
 
 
 def add(index, source, *, texts=None, format=None, image_root=None, batch_size: int = 32,
         progress: bool = False, device: str = "auto", precision: str = "auto", workers: int | None = None) -> Report:
     """Add the images of `source` and the lines of `texts` to an existing index (changed ones re-embedded);
-    `workers` as in `build`."""
+    `workers` as in `build`. An embeddings folder made with the index's model adds its vectors."""
     with Writer(index) as w:
         model = w.state["model"]
-    return _sync(index, model, _items(source, texts, format, image_root), False, None, batch_size, progress,
-                 (device, precision, workers))
+    if is_embeddings(source):
+        return _sync(index, *_given(source, None, texts, format), False, None)  # _sync names a model mismatch
+    found = _items(source, texts, format, image_root)
+    return _sync(index, _embedder(model, batch_size, progress, (device, precision, workers)), found, False, None)
 
 
 def delete(index, ids) -> tuple[Report, list[int]]:
@@ -86,15 +103,47 @@ def _items(source, texts, format, image_root) -> tuple[list[Item], Skipped]:
     return items, skipped
 
 
-def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progress: bool, runtime) -> Report:
+def _check_kind(kind) -> None:
+    if kind not in ("auto", *kinds.KINDS):
+        raise ClipBlipError(f"unknown index kind {kind!r}; choose auto or one of {', '.join(kinds.KINDS)}")
+
+
+@dataclass
+class Vectors:
+    """Where the vectors of an index come from: a model that embeds the items, or a folder of embeddings."""
+    name: str  # the model's, as the index records it
+    dim: int
+    stage: Callable[[Writer, list[Item]], int]  # stages the items' vectors; returns how many could not be read
+    given: bool = False  # the items carry their vectors: nothing is embedded
+
+
+def _embedder(model_source, batch_size: int, progress: bool, runtime) -> Vectors:
     from ..loading import load
 
-    items, skipped = found
-    if kind not in (None, "auto", *kinds.KINDS):
-        raise ClipBlipError(f"unknown index kind {kind!r}; choose auto or one of {', '.join(kinds.KINDS)}")
-    name = str(Path(model_source).resolve()) if Path(model_source).exists() else str(model_source)
     model = load(model_source, device=runtime[0], precision=runtime[1])
-    dim = model.config.embed_dim
+    return Vectors(model_name(model_source), model.config.embed_dim,
+                   partial(_embed, model=model, batch_size=batch_size, progress=progress, workers=runtime[2]))
+
+
+def _given(folder, model_source, texts, format) -> tuple[Vectors, tuple[list[Item], Skipped]]:
+    """The vectors of an embeddings folder (staged as they are) and its items."""
+    if texts or format:
+        raise ClipBlipError(f"{folder} holds embeddings: index it alone (no --texts or --format), then add texts "
+                            "with `clipblip index add INDEX --texts FILE`")
+    skipped = Skipped()
+    manifest, items = embedded_items(folder, skipped)
+    if model_source is not None and model_name(model_source) != manifest["model"]:
+        raise ClipBlipError(f"{folder} was embedded with {manifest['model']}, not {model_name(model_source)}: "
+                            "index it with its model (leave out --model), or embed it again with yours")
+    if not items:
+        raise ClipBlipError(f"nothing to index in {folder}: it holds no embeddings")
+    return Vectors(manifest["model"], manifest["dim"], _stage_given, given=True), (items, skipped)
+
+
+def _sync(out, vectors: Vectors, found, mirror: bool, kind) -> Report:
+    """Bring the index at `out` to the items `found`, staging the vectors of those it does not hold yet."""
+    items, skipped = found
+    name, dim = vectors.name, vectors.dim
     with Writer(out, name, dim) as w:
         if (w.state["model"], w.state["dim"]) != (name, dim):
             raise ClipBlipError(f"{out} was built with {w.state['model']} ({w.state['dim']}-d), not {name}: give "
@@ -107,7 +156,8 @@ def _sync(out, model_source, found, mirror: bool, kind, batch_size: int, progres
         done = w.pending()
         fresh = [it for it in todo if done.get(it.key, ("",))[0] != hashes[it.key]]
         report.reused = sum(1 for it in todo if done.get(it.key) == (hashes[it.key], True))
-        report.embedded = len(fresh) - _embed(w, model, fresh, batch_size, progress, runtime[2])
+        staged = len(fresh) - vectors.stage(w, fresh)
+        report.given, report.embedded = (staged, 0) if vectors.given else (0, staged)
         for item, reason in w.pending_errors(it.key for it in todo):
             skipped.add(item, reason)
         upserts, removes = _changes(w, items, todo, known, mirror)
@@ -148,7 +198,14 @@ def _changes(w: Writer, items, todo, known, mirror: bool) -> tuple[list[tuple[in
     return upserts, removes
 
 
-def _embed(w: Writer, model, todo: list[Item], batch_size: int, progress: bool, workers) -> int:
+def _stage_given(w: Writer, todo: list[Item]) -> int:
+    """Stage vectors an earlier `clipblip embed` made, as `_embed` stages the ones it makes; none is unreadable."""
+    for s in range(0, len(todo), STAGE_ROWS):
+        w.stage([_row(it, digest(it.content()), it.meta, vector=it.vector) for it in todo[s:s + STAGE_ROWS]])
+    return 0
+
+
+def _embed(w: Writer, todo: list[Item], *, model, batch_size: int, progress: bool, workers) -> int:
     """Embed `todo` into pending, batch by batch; returns how many could not be read. The images of every batch
     are read in one stream of decoding threads, ahead of the batch the model works on."""
     bad, starts = 0, range(0, len(todo), batch_size)

@@ -1,5 +1,6 @@
-"""What goes into an index: the items of a folder, a dataset file or shards, or a text file, each with a stable key
-and the hash of its content (what decides whether it must be embedded again)."""
+"""What goes into an index: the items of a folder, a dataset file or shards, a text file, or a folder of embeddings
+(`clipblip embed --format npy|parquet`), each with a stable key and the hash of its content (what decides whether
+it must be embedded again)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from ..data.embeddings import read_manifest, read_shards, sidecar_caption, skipped_of
 from ..data.readers import infer_format, open_dataset
 from ..errors import ClipBlipError
 from ..files import item_limit, read_bounded
@@ -22,10 +26,14 @@ class Item:
     meta: dict = field(default_factory=dict)
     data: bytes | None = None  # image bytes from shards
     text: str | None = None  # set for text items (embedded with the text tower)
+    vector: np.ndarray | None = None  # float32 [dim], made by an earlier `clipblip embed`: not embedded again
 
     def content(self) -> bytes:
-        """The bytes the hash is taken over. Raises OSError for an unreadable file, and for one that is not a
-        regular file or is over the cap on one item (`files.read_bounded`): a dataset may name any path."""
+        """The bytes the hash is taken over (a given vector's own: its image may not be on this machine). Raises
+        OSError for an unreadable file, and for one that is not a regular file or is over the cap on one item
+        (`files.read_bounded`): a dataset may name any path."""
+        if self.vector is not None:
+            return self.vector.tobytes()
         if self.text is not None:
             return self.text.encode()
         return self.data if self.data is not None else read_bounded(self.path, item_limit())
@@ -42,7 +50,7 @@ def image_items(source, *, format: str | None = None, image_root=None, skipped: 
     if not path.exists() and "{" not in str(source):  # shard patterns (a-{000..009}.tar) are not paths
         raise ClipBlipError(f"{source}: no such file or directory")
     if path.is_dir() and format is None and infer_format(path) == "folder":
-        return [Item(str(p.absolute()), str(p.absolute()), _sidecar(p)) for p in find_images(path)]
+        return [Item(str(p.absolute()), str(p.absolute()), sidecar_caption(p)) for p in find_images(path)]
     ds = open_dataset(source, format=format, image_root=image_root)
     items, seen = [], set()
     for rec in ds:
@@ -63,14 +71,23 @@ def text_items(path) -> list[Item]:
     return [Item(f"text:{digest(t.encode())}", None, t, {"kind": "text"}, text=t) for t in dict.fromkeys(lines)]
 
 
-def _sidecar(image: Path) -> str | None:
-    txt = image.with_suffix(".txt")
-    try:
-        text = read_bounded(txt, item_limit()).decode("utf-8", "replace")
-    except OSError:  # none, or not a file a caption can be read from: the image is indexed without one
-        return None
-    lines = [t.strip() for t in text.splitlines() if t.strip()]
-    return lines[0] if lines else None
+def embedded_items(folder, skipped: Skipped) -> tuple[dict, list[Item]]:
+    """The manifest of an embeddings folder and its vectors as items, keyed as a folder build keys them (an image
+    by its absolute path, a text by its hash); what the embedding run skipped goes to `skipped`."""
+    manifest, items, seen = read_manifest(folder), [], set()
+    for kind, vectors, records in read_shards(folder):
+        for r, v in zip(records, vectors):
+            if kind == "image":
+                item = Item(r["path"], r["path"], r["caption"], {"kind": "image"}, vector=v)
+            else:
+                item = Item(f"text:{digest(r['text'].encode())}", None, r["text"], {"kind": "text"}, text=r["text"],
+                            vector=v)
+            if item.key not in seen:  # an image or text given twice is one item, as in a folder build
+                seen.add(item.key)
+                items.append(item)
+    for item, why in skipped_of(folder):
+        skipped.add(item, f"not in the embeddings ({why})")
+    return manifest, items
 
 
 def _from_record(rec: dict) -> Item:
