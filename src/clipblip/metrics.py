@@ -70,7 +70,7 @@ def bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
     References may differ in count per hypothesis: shorter lists are padded with None, which sacrebleu reads as
     "no reference here" (its documented way to take a variable number of references per segment).
     """
-    import sacrebleu  # a core dependency, imported late so that `import clipblip` stays light
+    import sacrebleu  # the eval extra, imported late: `import clipblip` and the core commands never need it
 
     _require_pairs(hypotheses, references, "bleu4 (hypotheses, references)")
     references = [[refs] if isinstance(refs, str) else list(refs) for refs in references]

@@ -69,9 +69,9 @@ def set_threads(args, faiss: bool = False) -> None:
 
         torch.set_num_threads(n)
         if faiss:
-            import faiss as faiss_lib
+            from ..index.kinds import faiss_lib  # the index extra's one-line error when faiss is missing
 
-            faiss_lib.omp_set_num_threads(n)
+            faiss_lib().omp_set_num_threads(n)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..errors import ClipBlipError
+from ..extras import require
 from ..files import atomic_write, write_atomic
 from ..jobs import ordered_map
 from ..metrics import filter_quality
@@ -115,6 +116,7 @@ def capfilt(data, out, captioner, filt=None, cfg: CapFiltConfig | None = None, *
     Re-running resumes: finished parts are kept. Returns the summary (also `out/summary.json`), or, with
     merge=False (the other ranks under torchrun), the number of parts this rank wrote.
     """
+    require("matplotlib", "eval", "CapFilt's score plot")  # drawn last: say it before the job, not after
     cfg = cfg or CapFiltConfig()
     filt = filt if filt is not None else captioner
     require_blip(captioner, "CapFilt's captioner")

@@ -29,10 +29,10 @@ import tarfile
 from pathlib import Path
 
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
 from ..errors import ClipBlipError
+from ..extras import require
 from ..files import atomic_write, commit, item_limit, read_item, temp_name
 from ..image import load_image
 from .rejects import Rejects
@@ -48,6 +48,11 @@ _META = re.compile(r"__[^/]*__($|/)")
 # ------------------------------------------------------------------------------------------------------ write
 
 
+def _webdataset():
+    # webdataset writes the tars and expands brace patterns (the train extra); reading shards is ours alone
+    return require("webdataset", "train", "writing webdataset shards (or naming them by a brace pattern)")
+
+
 def write_shards(records, out_dir, *, shard_size: int = 1000, prefix: str = "shard", rejects: Rejects | None = None,
                  progress: bool = True, meta: dict | None = None) -> list[Path]:
     """Write `records` (dicts with "image": a path, bytes or PIL image) as tar shards; return every shard's path.
@@ -59,6 +64,7 @@ def write_shards(records, out_dir, *, shard_size: int = 1000, prefix: str = "sha
     """
     if shard_size < 1:
         raise ClipBlipError(f"shard_size must be at least 1, got {shard_size}")
+    _webdataset()  # before the work, not at the first full shard
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rejects = rejects if rejects is not None else Rejects()
@@ -149,7 +155,7 @@ class _OpenShard:
         self.tmp = temp_name(self.path)
         self.file = open(self.tmp, "wb")
         # mtime fixed: the same inputs give the same bytes, so a resumed job matches an uninterrupted one
-        self.tar = wds.TarWriter(self.file, encoder=False, mtime=0, mode=0o644)
+        self.tar = _webdataset().TarWriter(self.file, encoder=False, mtime=0, mode=0o644)
         self.count = 0
 
     def write(self, sample: dict) -> None:
@@ -235,7 +241,7 @@ def list_shards(source) -> tuple[list[str], list[int] | None]:
         else:
             names, counts = sorted(str(p) for p in path.glob("*.tar")), None
     else:
-        names, counts = wds.shardlists.expand_urls(s), None
+        names, counts = _webdataset().shardlists.expand_urls(s), None
     missing = [n for n in names if not Path(n).is_file()]
     if missing or not names:
         raise ClipBlipError(f"{s}: no shards there" if not names else

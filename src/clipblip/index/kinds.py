@@ -10,11 +10,16 @@ The defaults below come from `bench/bench_index.py` (1M clustered 512-d vectors,
 from __future__ import annotations
 
 import os
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from ..errors import ClipBlipError
+from ..extras import require
+
+if TYPE_CHECKING:
+    import faiss
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 # Measured at 1M x 512 (bench/bench_index.py, shared 2-core CPU): exact search takes ~215 ms a query, so ~10 ms
@@ -27,6 +32,12 @@ HNSW_M = 32  # HNSW links per node
 PQ_BYTES = 64  # IVF-PQ code size per vector (64 sub-quantizers of 8 bits)
 RERANK = 10  # IVF-PQ: search k x RERANK by PQ codes, re-score them exactly with the vectors kept in SQLite
 TRAIN_PER_LIST = 64  # IVF k-means sample: 64 vectors per list (faiss warns below 39)
+
+
+def faiss_lib() -> ModuleType:
+    """faiss, which the index extra installs, imported where an index is made, read or written: this package (and
+    the parser that lists KINDS for every command) imports without it."""
+    return require("faiss", "index", "the search index (clipblip index, serve --index)")
 
 
 def choose(n: int, dim: int, memory_bytes: int | None = None) -> str:
@@ -45,6 +56,7 @@ def nlist(n: int) -> int:
 
 def make(kind: str, dim: int, vectors: np.ndarray, seed: int = 0) -> faiss.Index:
     """An empty index of `kind`, trained (IVF) on a sample of `vectors` [n, dim]."""
+    faiss = faiss_lib()
     if kind == "flat":
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if kind == "hnsw":
@@ -76,6 +88,7 @@ def make(kind: str, dim: int, vectors: np.ndarray, seed: int = 0) -> faiss.Index
 
 def tune(index: faiss.Index, ef_search: int = EF_SEARCH) -> None:
     """Set the search-time settings (they are not all kept by faiss's file format)."""
+    faiss = faiss_lib()
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.nprobe = min(NPROBE[kind_of(index)], ivf.nlist)
@@ -85,6 +98,7 @@ def tune(index: faiss.Index, ef_search: int = EF_SEARCH) -> None:
 
 
 def kind_of(index: faiss.Index) -> str:
+    faiss = faiss_lib()
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
     for cls, kind in ((faiss.IndexIVFPQ, "ivfpq"), (faiss.IndexIVFFlat, "ivf"), (faiss.IndexHNSW, "hnsw"),
                       (faiss.IndexFlat, "flat")):

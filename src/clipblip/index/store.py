@@ -21,13 +21,16 @@ import fcntl
 import json
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from ..errors import ClipBlipError
 from ..files import atomic_path, write_atomic
 from . import kinds
+
+if TYPE_CHECKING:
+    import faiss
 
 DB, MANIFEST, LOCK = "meta.sqlite", "index.json", ".lock"
 SCHEMA = """
@@ -68,7 +71,7 @@ def load_faiss(path: Path, version: int) -> faiss.Index:
     if not file.is_file():
         raise FileNotFoundError(file)
     try:
-        index = faiss.read_index(str(file))
+        index = kinds.faiss_lib().read_index(str(file))
     except RuntimeError as e:
         raise ClipBlipError(f"{file} cannot be read ({str(e).splitlines()[0]}); the index is corrupt: rebuild it "
                             "with `clipblip index build`") from None
@@ -86,6 +89,7 @@ class Writer:
     """The one process allowed to change an index (an exclusive lock file, released by the OS on a kill)."""
 
     def __init__(self, path, model: str | None = None, dim: int | None = None):
+        kinds.faiss_lib()  # every change ends in a faiss file: say now if faiss is missing, not after the embedding
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise ClipBlipError(f"{self.path} is a file; an index is a directory: give another --out")
@@ -219,7 +223,7 @@ class Writer:
 
     def _write(self, index: faiss.Index, version: int) -> None:
         with atomic_path(self.path / faiss_name(version)) as tmp:
-            faiss.write_index(index, str(tmp))
+            kinds.faiss_lib().write_index(index, str(tmp))
 
     def _tidy(self) -> None:
         """Remove faiss files older than the previous version, leftovers of killed writes, and refresh index.json."""
