@@ -3,36 +3,44 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-STAMP := $(VENV)/.clipblip-installed
+PIN := $(VENV)/torch-pin.txt
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench wheel-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, and only when it is missing: the pin takes the CPU wheel; a torch already there (CUDA) is kept.
-# Then the package with its test extras, holding torch at whatever version is now installed so that
-# torchvision (for the open_clip reference) resolves to the matching release instead of upgrading torch.
-$(STAMP): $(PY) pyproject.toml constraints.txt
+# Every later install holds torch at whatever version is now installed, so that torchvision (for the open_clip
+# reference) resolves to the matching release instead of upgrading torch.
+$(PIN): $(PY) constraints.txt
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -c constraints.txt torch
-	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
-	$(PIP) install -c $(VENV)/torch-pin.txt -e ".[test]"
-	touch $(STAMP)
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(PIN)
 
-demo: $(STAMP)
+# The package with one extra, editable: `all` for the demo (it serves, indexes and draws), `test` for the suite
+# and the tools (every extra, the reference libraries, pytest, ruff). One stamp per extra.
+$(VENV)/.installed-%: $(PIN) pyproject.toml
+	$(PIP) install -c $(PIN) -e ".[$*]"
+	touch $@
+
+demo: $(VENV)/.installed-all
 	$(PY) -m clipblip.demo
 
-test: $(STAMP)
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests bench scripts
 
-test-slow: $(STAMP)
+test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-test
 	$(PY) bench/run_all.py
+
+# The built wheel, installed with the core alone in a fresh environment, captions and classifies (CI runs it).
+wheel-check: $(PIN)
+	scripts/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
