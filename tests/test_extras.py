@@ -121,6 +121,8 @@ def test_a_missing_extra_is_named_in_one_line_before_the_work(images, tiny_clip_
         (["sacrebleu"], ["compare", "--n", "2", "--out", "OUT"], "eval"),
         (["matplotlib"], ["capfilt", "--data", images, "--out", "OUT", "--captioner", tiny_blip_dir], "eval"),
         (["webdataset"], ["data", "pack", images, "--out", "OUT"], "train"),
+        (["webdataset"], ["capfilt", "--data", images, "--out", "OUT", "--captioner", tiny_blip_dir, "--shards", "2"],
+         "train"),
     ]
     outs = [tmp_path / f"out{i}" for i in range(len(cases))]
     results = _run([(b, [out if a == "OUT" else a for a in argv]) for (b, argv, _), out in zip(cases, outs)])

@@ -12,12 +12,15 @@ from .common import add_runtime, add_workers, set_threads
 def cmd_capfilt(args) -> int:
     from .. import distributed
     from ..data.capfilt import capfilt, labelled_scores, merge_parts
+    from ..extras import require
     from ..loading import load
     from ..metrics import calibrate
     from ..runtime import resolve_device
     from ..tasks.capfilt import CapFiltConfig
 
     set_threads(args)
+    if args.shards:  # written after the whole job: say now if they cannot be
+        require("webdataset", "train", "clipblip capfilt --shards")
     device = resolve_device(args.device)
     env = distributed.setup(device.type)
     device = str(device if env.world == 1 else env.device)  # under torchrun each rank its own GPU
