@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PIN := $(VENV)/torch-pin.txt
 
-.PHONY: demo test test-slow lint bench wheel-check clean
+.PHONY: demo test test-slow test-readme lint bench wheel-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(VENV)/.installed-test
 
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m slow
+
+# The README's blocks in order, in a fresh copy, after `make demo` (tests/test_readme.py; minutes, so not in `test`)
+test-readme: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m readme tests/test_readme.py
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/run_all.py
