@@ -42,3 +42,11 @@ def test_the_cli_makes_nothing_before_the_error(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ['clipblip: error: training setting steps="five": expected int']
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_dataset_is_one_line_before_a_run_folder_or_progress_bar(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "shapes-clip", f"data={tmp_path / 'nosuch.jsonl'}", f"out={out}"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"clipblip: error: {tmp_path / 'nosuch.jsonl'}: no such file or directory"]
+    assert not out.exists()

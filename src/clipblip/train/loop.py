@@ -130,6 +130,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg, self.env = cfg, distributed.setup(cfg.device)
         self.out = Path(cfg.out)
+        # the data first: a missing or unreadable dataset is one line, before a model, a progress bar or a run folder
+        self.records = open_records(cfg, self.env.rank, self.env.world)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = build_model(cfg).to(self.env.device).train()
         objectives.check(cfg.objective, self.model)
@@ -216,8 +218,7 @@ class Trainer:
     def run(self) -> Path | None:
         cfg = self.cfg
         collate = Collate(self.model, objectives.get(cfg.objective).collate)
-        records = open_records(cfg, self.env.rank, self.env.world)
-        batches = loader(records, collate, global_batch=cfg.batch_size, rank=self.env.rank, world=self.env.world,
+        batches = loader(self.records, collate, global_batch=cfg.batch_size, rank=self.env.rank, world=self.env.world,
                          start_batch=self.step * cfg.accum, seed=cfg.seed, workers=cfg.workers)
         while self.step < cfg.steps:
             t0 = time.perf_counter()
