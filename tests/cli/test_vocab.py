@@ -74,3 +74,10 @@ def test_a_typo_of_an_embedded_name_gets_a_did_you_mean(image_folder, capsys):
     code, out, err = run(capsys, "caption", image_folder / "0_red.jpg", "-m", "shapes-blp")
     errors = lines_of(err, "error")
     assert code == EXIT_ERROR and len(err.splitlines()) == 1 and "Did you mean 'shapes-blip'" in errors[0]
+
+
+def test_commands_that_load_their_own_models_announce_an_embedded_one_too(image_folder, tmp_path, capsys):
+    """index build (and compare, capfilt, serve: they call cli.common.note_embedded with their model names)."""
+    code, out, err = run(capsys, "index", "build", image_folder, "--out", tmp_path / "idx", "--json")
+    assert code in (EXIT_OK, 3) and len(lines_of(err, "note")) == 1
+    assert "shapes-clip is a small model trained on the generated Shapes world" in lines_of(err, "note")[0]

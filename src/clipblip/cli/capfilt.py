@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..catalog import DEFAULT
-from .common import add_runtime, add_workers, set_threads
+from .common import add_runtime, add_workers, note_embedded, set_threads
 
 
 def cmd_capfilt(args) -> int:
@@ -25,6 +25,7 @@ def cmd_capfilt(args) -> int:
     env = distributed.setup(device.type)
     device = str(device if env.world == 1 else env.device)  # under torchrun each rank its own GPU
     try:
+        note_embedded(args.captioner, args.filter)
         captioner = load(args.captioner, device=device, precision=args.precision)
         filt = captioner if args.filter == args.captioner else load(args.filter, device=device,
                                                                      precision=args.precision)

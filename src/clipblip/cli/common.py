@@ -99,23 +99,32 @@ def load_model(args, source=None):
     """The model named by `source` (default --model), on the device and at the precision the options say.
 
     An embedded Shapes model is announced once per command, in one line on stderr: it knows only its world."""
-    from ..catalog import EMBEDDED
     from ..loading import load
 
     set_threads(args)
     name = str(source if source is not None else args.model)
     model = load(name, arch=getattr(args, "arch", None), device=args.device, precision=args.precision,
                  strict_vocab=getattr(args, "strict_vocab", False))
-    loaded = _LOADED.get()
-    if loaded is not None:
-        if name in EMBEDDED and not any(n in EMBEDDED for n in loaded):
-            print(f"clipblip: note: {SHAPES_NOTE.format(name=name)}", file=sys.stderr)
-        loaded.append(name)
+    note_embedded(name)
     if getattr(args, "fast", False):
         from dataclasses import replace
 
         model.preprocess = replace(model.preprocess, fast=True)
     return model
+
+
+def note_embedded(*names) -> None:
+    """Record the models a command uses; the first embedded Shapes model among them is announced, once per command,
+    in one line on stderr (commands that load their models themselves call this with their names)."""
+    from ..catalog import EMBEDDED
+
+    loaded = _LOADED.get()
+    if loaded is None:  # not inside a command: the library says nothing
+        return
+    for name in map(str, names):
+        if name in EMBEDDED and not any(n in EMBEDDED for n in loaded):
+            print(f"clipblip: note: {SHAPES_NOTE.format(name=name)}", file=sys.stderr)
+        loaded.append(name)
 
 
 def require_blip(model, what: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
-from .common import add_common, add_runtime, add_workers, set_threads
+from .common import add_common, add_runtime, add_workers, note_embedded, set_threads
 
 
 def _optional_model(source, default: str, args):
@@ -23,6 +23,7 @@ def _optional_model(source, default: str, args):
         print(f"clipblip: the embedded {default} is not shipped in this build; comparing without it",
               file=sys.stderr)
         return None
+    note_embedded(source)
     return load(source, device=args.device, precision=args.precision)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
-from .common import add_common, add_runtime, add_workers, load_model, report, set_threads
+from .common import add_common, add_runtime, add_workers, load_model, note_embedded, report, set_threads
 
 
 def _summary(what: str, r, out) -> list[str]:
@@ -20,6 +20,8 @@ def cmd_build(args) -> int:
     r = build(args.source, args.out, args.model, texts=args.texts, format=args.format, image_root=args.image_root,
               kind=args.kind, batch_size=args.batch_size, progress=True, device=args.device,
               precision=args.precision, workers=args.workers)
+    if r.embedded or r.reused:
+        note_embedded(args.model or DEFAULT["clip"])
     return report({"index": args.out, **r.to_dict()}, r.skipped, args.json, _summary("built", r, args.out))
 
 

@@ -8,7 +8,7 @@ import sys
 
 from ..catalog import DEFAULT
 from ..errors import ClipBlipError
-from .common import add_runtime, set_threads
+from .common import add_runtime, note_embedded, set_threads
 
 KEY_ENV = "CLIPBLIP_API_KEY"
 _KEY_FILE_MAX = 4096  # bytes read from --api-key-file: a key, not whatever file the flag was pointed at
@@ -22,6 +22,7 @@ def cmd_serve(args) -> int:
     set_threads(args)
     key, hosts, limits = api_key(args), allowed_hosts(args.host, args.allowed_hosts), _limits(args)
     models = load_models(args.model, args.blip, args.vqa, args.index, device=args.device, precision=args.precision)
+    note_embedded(*(v for k, v in models.sources.items() if k != "index" and v))
     app = create_app(models, limits, max_batch=1 if args.no_batching else args.max_batch, wait_ms=args.wait_ms,
                      max_queue=args.max_queue, api_key=key, allowed_hosts=hosts)
     run(app, args.host, args.port, limits, args.log_level)
