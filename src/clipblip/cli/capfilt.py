@@ -21,6 +21,7 @@ def cmd_capfilt(args) -> int:
     set_threads(args)
     if args.shards:  # written after the whole job: say now if they cannot be
         require("webdataset", "train", "clipblip capfilt --shards")
+    require("matplotlib", "eval", "CapFilt's score plot")  # the job checks it too; here it comes before any note
     device = resolve_device(args.device)
     env = distributed.setup(device.type)
     device = str(device if env.world == 1 else env.device)  # under torchrun each rank its own GPU
