@@ -229,7 +229,7 @@ def _read_image(pre, it: Item):
     batch is normalized by the consumer, see `Preprocess.uint8`)."""
     try:
         data = it.content()
-        image = load_image(it.path if it.data is None else data)
+        image = load_image(data)  # the bytes just hashed: one bounded read, and what is embedded is what is hashed
         pixels = pre.uint8(image)
     except OSError as e:
         return _row(it, "", it.meta, error=f"cannot read: {e.strerror or e}")
