@@ -6,6 +6,7 @@ Exit codes: see common.py (0 done, 1 error, 2 usage, 3 done with skipped inputs)
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from ..errors import ClipBlipError
@@ -66,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import torch
 
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser().parse_args(argv)
+    args.command_line = shlex.join(["clipblip", *argv])  # as given, shell-quoted (compare's report shows it)
     try:
         with command_run():
             if getattr(args, "grad", False):

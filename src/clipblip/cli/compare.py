@@ -37,7 +37,7 @@ def cmd_compare(args) -> int:
     blip_vqa = _optional_model(args.blip_vqa, DEFAULT["vqa"], args)
     if clip is None and blip is None:
         raise ClipBlipError("nothing to compare: give --clip and/or --blip")
-    command = "clipblip " + " ".join(sys.argv[1:])
+    command = args.command_line  # set by cli.main: the command line as given
     results, extras = benchmark.run(clip, blip, blip_vqa, data=args.data, n=args.n, seed=args.seed,
                                     split=args.split, image_root=args.image_root, command=command,
                                     sources={"clip": args.clip if clip is not None else None,
