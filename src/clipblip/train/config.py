@@ -19,7 +19,7 @@ from ..errors import ClipBlipError
 
 @dataclass
 class TrainConfig:
-    objective: str = "clip"            # clip | blip-pretrain | retrieval | caption | vqa
+    objective: str = "clip"            # see train.objectives.OBJECTIVES (clip, blip-pretrain, retrieval, ...)
     model: dict = field(default_factory=dict)  # a model config (config.json layout) for a fresh model ...
     init: str | None = None            # ... or a checkpoint to start from (anything clipblip.load reads)
     init_vision: str | None = None     # a checkpoint whose image tower starts a fresh model's (BLIP's pretrained ViT)

@@ -131,14 +131,29 @@ def _choose(options: list, index: int, epoch: int):
     return options[(index + epoch) % len(options)]
 
 
+def edit(record: dict, index: int, epoch: int) -> str | None:
+    """The minimal-edit negative of the caption `_choose` shows in this epoch: one of that caption's
+    "negatives" (any edit type), picked by a hash of (record, epoch); None when it has none."""
+    captions = record.get("captions") or [record.get("caption")]
+    negatives = record.get("negatives") or []
+    k = (index + epoch) % len(captions)
+    options = negatives[k] if k < len(negatives) else []
+    if not options:
+        return None
+    return options[zlib.crc32(f"{index}/{epoch}".encode()) % len(options)]["text"]
+
+
 class Collate:
     """Records -> tensors for an objective: decode and preprocess images, tokenize in the model's tokenizer.
 
     Kinds: "clip" {"pixels", "tokens"}; "blip" {"pixels", "ids", "item_ids"}; "vqa" {"pixels", "question_ids",
-    "answer_ids", "answer_weights", "answer_counts"}. Every batch also lists the records it `skipped`."""
+    "answer_ids", "answer_weights", "answer_counts"}. Every batch also lists the records it `skipped`.
+    `edits`: also one minimal-edit negative of each caption shown ("edit_tokens" or "edit_ids", see `edit`) and
+    "has_edit" (False where the record holds none for it: its row is a copy of the caption)."""
 
-    def __init__(self, model, kind: str):
+    def __init__(self, model, kind: str, edits: bool = False):
         self.kind, self.preprocess, self.tokenizer = kind, model.preprocess, model.tokenizer
+        self.edits = edits
 
     def __call__(self, items) -> dict:
         good, images, skipped = [], [], []
@@ -156,12 +171,22 @@ class Collate:
             batch.update(self._vqa(good))
             return batch
         texts = [_choose(r.get("captions") or [r["caption"]], i, e) for r, i, e in good]
-        if self.kind == "clip":
-            batch["tokens"] = self.tokenizer(texts)
-        else:
-            batch["ids"] = self.tokenizer(texts, first="cls", pad_to_max=True)[0]
+        batch.update(self._texts(texts))
+        if self.kind != "clip":
             batch["item_ids"] = torch.tensor([i for _, i, _ in good], dtype=torch.long)
+        if self.edits:
+            chosen = [edit(r, i, e) for r, i, e in good]
+            if not any(chosen):
+                raise ClipBlipError("this objective trains on minimal-edit negatives and no record of a batch has "
+                                    "one: train it on the Shapes world (data=shapes), whose records carry them")
+            batch.update({f"edit_{k}": v for k, v in self._texts([c or t for c, t in zip(chosen, texts)]).items()})
+            batch["has_edit"] = torch.tensor([c is not None for c in chosen])
         return batch
+
+    def _texts(self, texts: list[str]) -> dict:
+        if self.kind == "clip":
+            return {"tokens": self.tokenizer(texts)}
+        return {"ids": self.tokenizer(texts, first="cls", pad_to_max=True)[0]}
 
     def _vqa(self, good) -> dict:
         questions, answers, weights, counts = [], [], [], []

@@ -21,7 +21,7 @@ def val_loss(model, cfg, momentum=None) -> float:
     """The objective on val records, the momentum encoder and queues left untouched."""
     data = ShapesRecords("val", **{**cfg.shapes, "n": cfg.eval_n})
     spec = objectives.get(cfg.objective)
-    collate = Collate(model, spec.collate)
+    collate = Collate(model, spec.collate, edits=spec.edits)
     device = model.device
     total, count, size = 0.0, 0, min(cfg.batch_size, 64)
     for start in range(0, len(data), size):

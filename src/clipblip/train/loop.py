@@ -89,7 +89,8 @@ def open_records(cfg: TrainConfig, rank: int = 0, world: int = 1):
     if cfg.data == "shapes":
         from ..data.shapes_records import ShapesRecords
 
-        return ShapesRecords("train", captions_only=not objectives.get(cfg.objective).questions, **cfg.shapes)
+        spec = objectives.get(cfg.objective)
+        return ShapesRecords("train", captions_only=not (spec.questions or spec.edits), **cfg.shapes)
     from ..data.readers import infer_format, open_dataset
 
     if (cfg.data_format or infer_format(cfg.data)) == "webdataset":
@@ -144,7 +145,8 @@ class Trainer:
         self.momentum = None
         spec = objectives.get(cfg.objective)
         if spec.momentum:
-            self.momentum = Momentum(self.model, cfg.momentum, cfg.queue_size, cfg.seed).to(self.env.device)
+            self.momentum = Momentum(self.model, cfg.momentum, cfg.queue_size, cfg.seed,
+                                     text_ids=spec.text_queue).to(self.env.device)
         runner = _Runner(self.model, spec.loss)
         self.runner = runner if self.env.world == 1 else DistributedDataParallel(
             runner, find_unused_parameters=spec.unused_parameters)
@@ -217,7 +219,8 @@ class Trainer:
 
     def run(self) -> Path | None:
         cfg = self.cfg
-        collate = Collate(self.model, objectives.get(cfg.objective).collate)
+        spec = objectives.get(cfg.objective)
+        collate = Collate(self.model, spec.collate, edits=spec.edits)
         batches = loader(self.records, collate, global_batch=cfg.batch_size, rank=self.env.rank, world=self.env.world,
                          start_batch=self.step * cfg.accum, seed=cfg.seed, workers=cfg.workers)
         while self.step < cfg.steps:

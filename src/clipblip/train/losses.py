@@ -12,18 +12,35 @@ import torch.nn.functional as F
 from ..distributed import gather, global_mean
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor, extra_txt=None,
+                     extra_mask=None) -> torch.Tensor:
     """CLIP's symmetric InfoNCE over the global batch. img, txt: [B, D] (normalized here); logit_scale: log of
     the inverse temperature. Each rank scores its own rows against every rank's (open_clip's local_loss with
-    gather_with_grad): B x global_B logits instead of global_B^2, and the same gradient."""
+    gather_with_grad): B x global_B logits instead of global_B^2, and the same gradient.
+    extra_txt [B, D]: one more negative text per image (NegCLIP's minimal edit of its caption), scored by every
+    image of the global batch in the image-to-text direction only (logits over 2 x global_B texts); extra_mask
+    [B] bool: the rows that hold one (the others' are left out)."""
     img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
     all_img, offset = gather(img, grad=True)
     all_txt, _ = gather(txt, grad=True)
     scale = logit_scale.exp()
     labels = torch.arange(img.shape[0], device=img.device) + offset
-    loss = (F.cross_entropy(scale * img @ all_txt.t(), labels, reduction="sum")
+    i2t = scale * img @ all_txt.t()
+    if extra_txt is not None:
+        all_extra = _gathered_rows(F.normalize(extra_txt, dim=-1), extra_mask, grad=True)
+        i2t = torch.cat([i2t, scale * img @ all_extra.t()], dim=1)
+    loss = (F.cross_entropy(i2t, labels, reduction="sum")
             + F.cross_entropy(scale * txt @ all_img.t(), labels, reduction="sum")) / 2
     return global_mean(loss, img.shape[0])
+
+
+def _gathered_rows(x: torch.Tensor, mask, grad: bool = False) -> torch.Tensor:
+    """The global batch's rows of x whose mask is set (every row without a mask)."""
+    rows, _ = gather(x, grad=grad)
+    if mask is None:
+        return rows
+    keep, _ = gather(mask.to(torch.uint8))
+    return rows[keep.bool()]
 
 
 def positives(ids: torch.Tensor, all_ids: torch.Tensor) -> torch.Tensor:
@@ -39,13 +56,16 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def itc_distill_loss(img, txt, img_m, txt_m, ids, temp, alpha: float, queue_img=None, queue_txt=None,
-                     queue_ids=None) -> tuple[torch.Tensor, tuple]:
+                     queue_ids=None, extra_txt_m=None, extra_mask=None) -> tuple[torch.Tensor, tuple]:
     """BLIP/ALBEF's ITC: online features against momentum features of the global batch plus the queue, with
     targets mixed from the ground truth and the momentum model's own similarities (momentum distillation).
 
     img, txt: [B, D] online, normalized. img_m, txt_m: [B, D] momentum, normalized, no grad. ids: [B] item ids
-    (equal ids are positives). queue_*: [Q, D] / [Q] past momentum features. Returns (loss, the gathered
-    momentum features and ids, for the caller to enqueue)."""
+    (equal ids are positives). queue_*: [Q, D] / [Q] past momentum features. extra_txt_m [B, D] (momentum,
+    normalized) with extra_mask [B]: minimal edits of the captions, extra negative texts of the image-to-text
+    direction (as NegCLIP), never enqueued and given no distillation mass (an edit is false by construction,
+    however alike the momentum model finds it). Returns (loss, the gathered momentum features and ids, for the
+    caller to enqueue)."""
     with torch.no_grad():
         all_img_m, _ = gather(img_m)
         all_txt_m, _ = gather(txt_m)
@@ -56,7 +76,13 @@ def itc_distill_loss(img, txt, img_m, txt_m, ids, temp, alpha: float, queue_img=
         truth = positives(ids, bank_ids)
         t_i2t = alpha * F.softmax(img_m @ bank_txt.t() / temp, dim=1) + (1 - alpha) * truth
         t_t2i = alpha * F.softmax(txt_m @ bank_img.t() / temp, dim=1) + (1 - alpha) * truth
-    loss = (soft_cross_entropy(img @ bank_txt.t() / temp, t_i2t)
+        if extra_txt_m is not None:
+            extra = _gathered_rows(extra_txt_m, extra_mask)
+            t_i2t = torch.cat([t_i2t, t_i2t.new_zeros(t_i2t.shape[0], extra.shape[0])], dim=1)
+            bank_i2t = torch.cat([bank_txt, extra])
+        else:
+            bank_i2t = bank_txt
+    loss = (soft_cross_entropy(img @ bank_i2t.t() / temp, t_i2t)
             + soft_cross_entropy(txt @ bank_img.t() / temp, t_t2i)) / 2
     return global_mean(loss, img.shape[0]), (all_img_m, all_txt_m, all_ids)
 
@@ -81,6 +107,22 @@ def hard_negatives(img, txt, ids, temp, generator: torch.Generator) -> tuple[tor
         neg_txt = torch.multinomial(w_i2t.cpu(), 1, generator=generator).squeeze(1).to(img.device)
     rows = slice(offset, offset + img.shape[0])
     return neg_img[rows], neg_txt[rows], offset
+
+
+def pool_negatives(img, ids, pool_txt, pool_ids, temp, generator: torch.Generator) -> torch.Tensor:
+    """ITM negative texts mined from a pool of recent texts (the queue) instead of the batch: for each image of
+    the global batch one pool entry, drawn as `hard_negatives` draws (in proportion to softmax(similarity)),
+    never one of the image's own item nor an empty slot (id < 0). img [B, D] and ids [B] this rank's, pool_txt
+    [Q, D] and pool_ids [Q] the same on every rank. Returns the pool index of each local image's negative."""
+    with torch.no_grad():
+        all_img, offset = gather(img)
+        all_ids, _ = gather(ids)
+        banned = (all_ids[:, None] == pool_ids[None, :]) | (pool_ids < 0)[None, :]
+        w = (F.softmax((all_img @ pool_txt.t() / temp).float(), dim=1) + 1e-4).masked_fill(banned, 0)
+        if bool((w.sum(1) == 0).any()):
+            raise ValueError("ITM needs a negative for every item: the text pool holds only its own texts")
+        picked = torch.multinomial(w.cpu(), 1, generator=generator).squeeze(1).to(img.device)
+    return picked[offset:offset + img.shape[0]]
 
 
 def itm_loss(logits: torch.Tensor, n_pos: int) -> torch.Tensor:
