@@ -36,6 +36,17 @@ def retrieval_recall(sim, text_to_image, ks=(1, 5, 10)) -> dict:
     top K texts; images without a text (distractors) count for t2i only. K above the gallery size is clipped.
     Ties count against the model (a constant matrix scores R@1 = 0, not 1), so a degenerate model cannot look good.
     """
+    if any(int(k) < 1 for k in ks):
+        raise ClipBlipError(f"retrieval_recall: every K must be >= 1, got {tuple(ks)}.")
+    ranks = retrieval_ranks(sim, text_to_image)
+    n_texts, n_images = ranks["shape"]
+    return {"t2i": _recall_at(ranks["t2i"], ks, n_images), "i2t": _recall_at(ranks["i2t"], ks, n_texts)}
+
+
+def retrieval_ranks(sim, text_to_image) -> dict:
+    """Each query's rank (0 = first place; ties count against it), as `retrieval_recall` reads them: "t2i" per
+    text, "i2t" per image that has a text ("i2t_images": which images those are), "shape": (texts, images).
+    R@K of one query is rank < K; the per-query hits are what the report's intervals and paired tests resample."""
     sim = torch.as_tensor(sim, dtype=torch.float64)
     gt = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1)
     if sim.ndim != 2:
@@ -44,8 +55,6 @@ def retrieval_recall(sim, text_to_image, ks=(1, 5, 10)) -> dict:
     n_texts, n_images = sim.shape
     if gt.min() < 0 or gt.max() >= n_images:
         raise ClipBlipError(f"retrieval_recall: text_to_image holds indices outside 0..{n_images - 1}.")
-    if any(int(k) < 1 for k in ks):
-        raise ClipBlipError(f"retrieval_recall: every K must be >= 1, got {tuple(ks)}.")
     rows = torch.arange(n_texts)
     is_gt = torch.zeros(n_texts, n_images, dtype=torch.bool)
     is_gt[rows, gt] = True
@@ -54,7 +63,8 @@ def retrieval_recall(sim, text_to_image, ks=(1, 5, 10)) -> dict:
     best = sim.masked_fill(~is_gt, float("-inf")).max(0).values                 # [I]: best score of own texts
     has_text = is_gt.any(0)
     i2t_rank = ((sim >= best[None, :]) & ~is_gt).sum(0)[has_text]
-    return {"t2i": _recall_at(t2i_rank, ks, n_images), "i2t": _recall_at(i2t_rank, ks, n_texts)}
+    return {"t2i": t2i_rank, "i2t": i2t_rank, "i2t_images": torch.nonzero(has_text).reshape(-1),
+            "shape": (n_texts, n_images)}
 
 
 def _recall_at(rank: torch.Tensor, ks, size: int) -> dict:
@@ -184,6 +194,13 @@ def vqa_accuracy(predictions: list[str], answers: list[list[str]], types: list[s
     Hard (default): a prediction is right when it equals any accepted answer. soft=True: questions with >= 3
     human answers (repeats kept: they are votes) score the official VQA accuracy; others stay exact match.
     """
+    scores = vqa_scores(predictions, answers, soft)
+    overall, per_type = _mean_by_type(scores, types, "vqa_accuracy")
+    return {"overall": overall, "per_type": per_type, "n": len(scores)}
+
+
+def vqa_scores(predictions: list[str], answers: list[list[str]], soft: bool = False) -> list[float]:
+    """Each question's score as `vqa_accuracy` counts it (1.0 or 0.0, or the soft VQA score)."""
     _require_pairs(predictions, answers, "vqa_accuracy (predictions, answers)")
     answers = [[a] if isinstance(a, str) else list(a) for a in answers]
     if any(len(a) == 0 for a in answers):
@@ -193,8 +210,7 @@ def vqa_accuracy(predictions: list[str], answers: list[list[str]], types: list[s
         pred, accepted = normalize_answer(pred), [normalize_answer(a) for a in accepted]
         use_soft = soft and len(accepted) >= 3
         scores.append(_soft_score(pred, accepted) if use_soft else float(pred in accepted))
-    overall, per_type = _mean_by_type(scores, types, "vqa_accuracy")
-    return {"overall": overall, "per_type": per_type, "n": len(scores)}
+    return scores
 
 
 def _mean_by_type(scores: list[float], types, what: str) -> tuple[float, dict]:

@@ -27,7 +27,7 @@ def test_shipped_clip_quality(clip_results):
     assert probe["color_change"] >= 0.85  # a changed colour is a changed word: CLIP sees it
     assert probe["attribute_swap"] <= 0.7  # the same words in another order: CLIP barely does better than chance
     assert clip_results["heldout"]["clip"]["t2i_r1"] >= 0.3
-    assert clip_results["cost"]["clip"]["params"] > 1e6 and clip_results["cost"]["clip"]["images_per_s"] > 0
+    assert clip_results["cost"]["clip"]["params"] > 1e6 and clip_results["cost"]["clip"]["encode_image"]["median"] > 0
     met = {t["name"]: t["met"] for t in clip_results["targets"]}
     assert met["CLIP zero-shot colour"] is not None and met["caption facts true"] is None  # no BLIP: not measured
 
@@ -100,3 +100,20 @@ def test_compare_reads_a_dataset_with_one_caption_per_record(tmp_path):
                               "--json"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["retrieval"]["clip"]["t2i"]["r1"] >= 0 and "captioning" in results
+
+
+def _has_key(d, key) -> bool:
+    return isinstance(d, dict) and (key in d or any(_has_key(v, key) for v in d.values()))
+
+
+def test_every_rate_sits_in_its_interval_and_no_item_reaches_results(clip_results):
+    r = clip_results
+    pairs = [(r["zero_shot"]["clip"][k], r["zero_shot"]["clip"]["ci"][k]) for k in ("shape", "color", "count")]
+    pairs += [(r["retrieval"]["clip"][w][k], r["retrieval"]["clip"]["ci"][w][k]) for w in ("t2i", "i2t")
+              for k in ("r1", "r5", "r10")]
+    pairs += [(r["compositional"]["clip"]["all"], r["compositional"]["clip"]["ci"]["all"]),
+              (r["heldout"]["clip"]["t2i_r1"], r["heldout"]["clip"]["ci"]["t2i_r1"])]
+    for value, (lo, hi) in pairs:
+        assert lo <= value <= hi and hi - lo < 0.5
+    assert not _has_key(r, "items")  # per-item outcomes stay out of results.json
+    json.dumps(r)

@@ -25,22 +25,27 @@ def records(split: str, n: int, seed: int = 0, size: int = 64, n_objects=None) -
     return [data[i] for i in range(n)]
 
 
-def _accuracy(model, images, truth: list, classes: list, templates) -> float:
+def _right(model, images, truth: list, classes: list, templates) -> list[bool]:
     feats = image_features(model, images)[0]
-    pred = (feats @ class_embeddings(model, classes, templates).t()).argmax(1)
-    return accuracy(pred, [classes.index(t) for t in truth])
+    pred = (feats @ class_embeddings(model, classes, templates).t()).argmax(1).tolist()
+    return [p == classes.index(t) for p, t in zip(pred, truth)]
+
+
+def zero_shot_outcomes(model, single: list[dict], scenes: list[dict]) -> dict[str, list[bool]]:
+    """Per image, whether zero-shot classification in the model's joint space got it right: shape and colour on
+    single-object scenes, the object count on any scenes."""
+    counts = [COUNT_PROMPTS[s["labels"]["count"] - 1] for s in scenes]
+    return {"shape": _right(model, [s["image"] for s in single], [s["labels"]["shape"] for s in single],
+                            list(SHAPES), SHAPE_TEMPLATES),
+            "color": _right(model, [s["image"] for s in single], [article(s["labels"]["color"]) for s in single],
+                            [article(c) for c in COLORS], COLOR_TEMPLATES),
+            "count": _right(model, [s["image"] for s in scenes], counts, list(COUNT_PROMPTS), ("{}",))}
 
 
 def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:
-    """Accuracy of zero-shot classification in the model's joint space: shape and colour on single-object
-    scenes, the object count on any scenes."""
-    counts = [COUNT_PROMPTS[s["labels"]["count"] - 1] for s in scenes]
-    return {"shape": _accuracy(model, [s["image"] for s in single], [s["labels"]["shape"] for s in single],
-                               list(SHAPES), SHAPE_TEMPLATES),
-            "color": _accuracy(model, [s["image"] for s in single],
-                               [article(s["labels"]["color"]) for s in single],
-                               [article(c) for c in COLORS], COLOR_TEMPLATES),
-            "count": _accuracy(model, [s["image"] for s in scenes], counts, list(COUNT_PROMPTS), ("{}",))}
+    """Accuracy per label kind of `zero_shot_outcomes`."""
+    return {kind: accuracy(right, [True] * len(right))
+            for kind, right in zero_shot_outcomes(model, single, scenes).items()}
 
 
 def recall_at_1(model, scenes: list[dict]) -> float:

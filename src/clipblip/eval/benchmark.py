@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime
 import platform
-import resource
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -14,13 +12,13 @@ import torch
 from tqdm import tqdm
 
 from ..data.shapes import ANSWERS
-from ..data.shapes_eval import records, zero_shot
+from ..data.shapes_eval import records
 from ..errors import ClipBlipError
 from ..jobs import available_cpus, ordered_map
-from ..tasks.inputs import image_features, text_features
-from ..tasks.itm import image_tokens, itm_scores
 from . import compare as C
-from .claims import lookup
+from . import uncertainty
+from .claims import lookup, paired_measures, test_key
+from .cost import measure
 
 TARGETS = (  # (name, target text, how to read the value from results, threshold)
     ("CLIP zero-shot colour", ">= 95%", ("zero_shot", "clip", "color"), 0.95),
@@ -44,38 +42,26 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
-def _rate(fn, n: int, repeat: int = 2) -> float:
-    fn()  # warm-up
-    best = min(_timed(fn) for _ in range(repeat))
-    return n / best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def cost(model, recs: list[dict], blip: bool) -> dict:
-    """Parameters, throughput on this machine, and the process's peak RSS after the workload (MB)."""
+    """The cost model (eval/cost.py) on up to 64 test images and their captions, plus the FLOPs to score one new
+    pair from raw inputs: an image and a text encoded (CLIP, BLIP ITC) or an image and one ITM pass (BLIP)."""
     images, texts = [r["image"] for r in recs[:64]], [c for r in recs[:64] for c in r["captions"]][:256]
-    seen = {id(p): p.numel() for p in model.parameters()}
-    out = {"params": int(sum(seen.values())),
-           "images_per_s": _rate(lambda: image_features(model, images, batch_size=64), len(images)),
-           "texts_per_s": _rate(lambda: text_features(model, texts), len(texts))}
-    if blip:
-        few = images[:16]
-        out["captions_per_s"] = _rate(lambda: list(C.generate_captions(model, few, C.GenerationConfig(
-            max_new_tokens=30, num_beams=3, eos_id=model.config.text.sep_id, pad_id=model.config.text.pad_id))),
-            len(few))
-        tokens = image_tokens(model, few)[0]
-        ids = model.tokenize(texts[:32], first="enc")
-        out["itm_pairs_per_s"] = _rate(lambda: itm_scores(model, tokens, ids), len(few) * len(ids))
-    if torch.cuda.is_available():
-        out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = measure(model, images, texts, itm=blip)
+    flops = out["flops"]
+    flops["pair"] = flops["image"] + (flops["itm_pair"] if blip else flops["text"])
     return out
+
+
+def paired_tests(items: dict) -> dict:
+    """The paired test of every CLIP-vs-BLIP pair of numbers the claims compare, from the sections' items."""
+    tests = {}
+    for cp, bp in paired_measures():
+        a, b = items.get(cp[:2]), items.get(bp[:2])
+        if a is not None and b is not None and cp[2:] == bp[2:]:
+            test = uncertainty.paired(cp[0], cp[2:], a, b)
+            if test is not None:
+                tests[test_key(cp, bp)] = test
+    return tests
 
 
 def _shapes(n: int, seed: int) -> dict:
@@ -89,7 +75,7 @@ def _steps(clip, blip, blip_vqa, data) -> list:
     for name, model in (("clip", clip), ("blip_itc", blip)):
         if model is None:
             continue
-        steps += [(("zero_shot", name), lambda m=model: zero_shot(m, data["single"], data["test"])),
+        steps += [(("zero_shot", name), lambda m=model: C.zero_shot(m, data["single"], data["test"])),
                   (("retrieval", name), lambda m=model: C.retrieval(m, data["test"])),
                   (("compositional", name), lambda m=model: C.compositional(m, data["test"])),
                   (("heldout", name), lambda m=model: C.heldout(m, data["heldout"]))]
@@ -173,8 +159,11 @@ def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 3
     steps = (_steps if data == "shapes" else _file_steps)(clip, blip, blip_vqa, records)
     results: dict = {}
     extras: dict = {"data": records}
+    items = extras["items"] = {}
     for path, fn in tqdm(steps, desc="compare", unit="section", disable=not progress):
         value = fn()
+        if "items" in value:  # per-item outcomes: for the paired tests, not for results.json
+            items[path] = value.pop("items")
         if path[0] in ("captioning", "vqa"):  # per-item outputs go to the examples, not results.json
             extras[path[0]] = value.pop("captions" if path[0] == "captioning" else "answers")
         results.setdefault(path[0], {})[path[1]] = value
@@ -186,6 +175,7 @@ def run(clip=None, blip=None, blip_vqa=None, *, data: str = "shapes", n: int = 3
                        "machine": f"{platform.machine()}, {_threads()}, torch {torch.__version__}; models on "
                                   f"{_runtime(clip, blip, blip_vqa)}",
                        "clip": sources.get("clip"), "blip": sources.get("blip")}
+    results["tests"] = paired_tests(items)
     results["targets"] = targets(results)
     return results, extras
 

@@ -10,7 +10,7 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from .claims import evaluate_claims, fmt, lookup
+from .claims import evaluate_claims, fmt, fmt_ci, lookup
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,6 @@ class Image:
 Block = Heading | Paragraph | Code | Table | Image
 
 PATH_NAMES = {"clip": "CLIP", "blip_itc": "BLIP ITC", "blip_itm": "BLIP ITM", "blip": "BLIP"}
-COST_LABELS = {"params": "parameters", "images_per_s": "images / s", "texts_per_s": "texts / s",
-               "captions_per_s": "captions / s", "itm_pairs_per_s": "ITM pairs / s", "peak_memory_mb": "peak memory"}
 TITLE = "CLIP vs BLIP, measured on the same data"
 SECTIONS = {
     "claims": "The report's claims, measured", "zero_shot": "Zero-shot classification",
@@ -76,14 +74,14 @@ def model_paths(d: dict) -> list:
 
 def _path_table(d: dict, columns: list) -> Table:
     """A table with one row per model path; columns are (header, keys into that path's dict)."""
-    rows = [[PATH_NAMES.get(p, p)] + [fmt(keys[-1], lookup(d[p], *keys)) for _, keys in columns]
-            for p in model_paths(d)]
+    rows = [[PATH_NAMES.get(p, p)] + [fmt_ci(keys[-1], lookup(d[p], *keys), lookup(d[p], "ci", *keys))
+                                      for _, keys in columns] for p in model_paths(d)]
     return Table(["path"] + [h for h, _ in columns], rows)
 
 
 def _zero_shot(d: dict) -> list[Block]:
     return [Heading(SECTIONS["zero_shot"]), Paragraph("Accuracy per label kind."),
-            _path_table(d, [(k, (k,)) for k in union(d.values())])]
+            _path_table(d, [(k, (k,)) for k in union(d.values()) if k != "ci"])]
 
 
 def _retrieval(d: dict) -> list[Block]:
@@ -99,8 +97,8 @@ def _compositional(d: dict) -> list[Block]:
             Paragraph("Accuracy at scoring the true caption above its edited hard negative, per edit type. An "
                       "attribute or relation swap keeps every word of the caption and changes only what binds to "
                       "what; 50% is chance. BLIP's ITM learns from in-batch hard negatives (the most similar other "
-                      "captions), and a random batch almost never holds a swap of the true caption, so the recipe "
-                      "by itself does not teach binding; minimal-edit negatives in training (NegCLIP) would."),
+                      "captions), and a random batch almost never holds a swap of the true caption: whether that is "
+                      "why ITM does not bind better is what the binding experiment tests (compare --binding)."),
             _path_table(d, cols)]
 
 
@@ -120,17 +118,43 @@ def _vqa(d: dict) -> list[Block]:
     modes = {f"{m} {mode}": v for m, modes in d.items() for mode, v in modes.items()}
     types = union(v.get("per_type") for v in modes.values())
     cols = [("overall", ("overall",))] + [(t, ("per_type", t)) for t in types] + [("n", ("n",))]
-    rows = [[name.replace("blip", "BLIP", 1)] + [fmt(k[-1], lookup(v, *k)) for _, k in cols]
+    rows = [[name.replace("blip", "BLIP", 1)] + [fmt_ci(k[-1], lookup(v, *k), lookup(v, "ci", *k)) for _, k in cols]
             for name, v in modes.items()]
     return [Heading(SECTIONS["vqa"]), Paragraph("Accuracy per question type; answers generated or ranked."),
             Table(["model / mode"] + [h for h, _ in cols], rows)]
 
 
+COST_ROWS = (("parameters", ("params",)), ("parameter bytes", ("param_bytes",)),
+             ("peak activation memory", ("peak_activation_mb",)), ("FLOPs per image", ("flops", "image")),
+             ("FLOPs per text", ("flops", "text")), ("FLOPs per ITM pair (image tokens given)", ("flops", "itm_pair")),
+             ("FLOPs to score a new pair from raw inputs", ("flops", "pair")),
+             ("time per image (batch encode)", ("encode_image",)), ("time per text (batch encode)", ("encode_text",)),
+             ("score a new pair from raw inputs, ITC", ("pair", "itc")),
+             ("score a new pair from raw inputs, ITM", ("pair", "itm")))
+QUERY_COLUMNS = (("CLIP", "clip", "itc"), ("BLIP ITC", "blip", "itc"), ("BLIP ITC + ITM top 16", "blip", "itm_16"),
+                 ("BLIP ITC + ITM top 128", "blip", "itm_128"))
+
+
 def _cost(d: dict) -> list[Block]:
     models = model_paths(d)
-    rows = [[COST_LABELS.get(k, k)] + [fmt(k, lookup(d, m, k)) for m in models] for k in union(d.values())]
-    return [Heading(SECTIONS["cost"]), Paragraph("Per model, on the machine in the meta line."),
-            Table(["measure"] + [PATH_NAMES.get(m, m) for m in models], rows)]
+    rows = [[label] + [fmt(keys[-1], lookup(d, m, *keys)) for m in models] for label, keys in COST_ROWS
+            if any(lookup(d, m, *keys) is not None for m in models)]
+    out = [Heading(SECTIONS["cost"]),
+           Paragraph("Per model, each measured on its own, on the machine in the meta line. Times: the median of "
+                     "repeated runs, with their range. Peak activation memory: beyond the weights, over one batch of "
+                     "32 images and 32 texts (and their 32 ITM pairs for BLIP). FLOPs: counted by "
+                     "torch.utils.flop_counter."),
+           Table(["measure"] + [PATH_NAMES.get(m, m) for m in models], rows)]
+    sizes = union(lookup(d, m, "query") for m in models)
+    cols = [(h, m, k) for h, m, k in QUERY_COLUMNS if any(lookup(d, m, "query", n, k) for n in sizes)]
+    if sizes and cols:
+        out += [Paragraph("One text-to-image query over a gallery of N images whose features are precomputed: encode "
+                          "the text, N dot products, the top K; BLIP ITC + ITM also runs ITM on the top K and "
+                          "reorders them (the shortlist's image tokens precomputed too)."),
+                Table(["gallery N"] + [h for h, _, _ in cols],
+                      [[f"{int(n):,}"] + [fmt("query", lookup(d, m, "query", n, k)) for _, m, k in cols]
+                       for n in sizes])]
+    return out
 
 
 def _capfilt_section(c: dict) -> list[Block]:
@@ -180,11 +204,19 @@ def _meta_blocks(m: dict) -> list[Block]:
 
 
 def _claims_section(r: dict) -> list[Block]:
-    rows = [[c["claim"], c["measured"], c["clip"], c["blip"], c["verdict"]] for c in evaluate_claims(r)]
+    rows = [[c["claim"], c["measured"], c["clip"], c["blip"], c["test"], c["verdict"]] for c in evaluate_claims(r)]
     return [Heading(SECTIONS["claims"]),
             Paragraph("Claims of the seed report (CLIP vs BLIP), each checked by its stated rule on this run's "
-                      "numbers; \"not measured\" where this run has none for it."),
-            Table(["claim", "what we measured", "CLIP", "BLIP", "verdict"], rows)]
+                      "numbers; \"not measured\" where this run has none for it. Each rate carries its 95% interval "
+                      "(Wilson for shares of independent items, bootstrap over images for R@K, BLEU and CIDEr). Each "
+                      "CLIP-vs-BLIP pair of numbers is tested on the same items (exact McNemar for right/wrong "
+                      "outcomes, paired bootstrap over images for R@K), its p-value Holm-adjusted over the whole "
+                      "table; a timing is the median of repeated runs with their range, and counts as a difference "
+                      "only when the ranges do not overlap; parameter and FLOP counts are exact. Verdict: supported "
+                      "when at least one pair differs significantly in the claim's direction and none against it, "
+                      "contradicted the other way round, mixed when both, and otherwise no significant difference "
+                      "(with about how many items would detect a difference of the size seen)."),
+            Table(["claim", "what we measured", "CLIP", "BLIP", "test", "verdict"], rows)]
 
 
 def _example_blocks(examples: list) -> list[Block]:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import numbers
 
+from ..stats import holm
+
 KINDS = ("shape", "color", "count")
 EDITS = ("attribute_swap", "relation_swap", "count_change", "color_change")
 
 
 def _at(task: str, path: str, *keys) -> list:
-    """One results path per key: _at("cost", "clip", "params", "peak_memory_mb") gives two."""
+    """One results path per key: _at("cost", "clip", "params", "param_bytes") gives two."""
     return [(task, path, *(k if isinstance(k, tuple) else (k,))) for k in keys]
 
 
 # The seed report's comparison rows. "clip"/"blip" are paths into results, compared pairwise; a string instead of
-# paths is a capability the model lacks. Rules: "higher:<side>" = supported when <side> is higher on every pair,
-# not supported when on none, mixed otherwise; "only:blip" = supported when every BLIP number exists and is > 0.
+# paths is a capability the model lacks. Rules: "higher:<side>" / "lower:<side>": <side>'s number is the higher
+# (lower) one; "only:blip": every BLIP number is above 0 (its interval's low end, where it has one).
 R1, PER_EDIT = (("t2i", "r1"), ("i2t", "r1")), [("per_type", e) for e in EDITS]
+QUERY = ("query", "10000")
 CLAIMS = [
     {"claim": "CLIP is the choice for zero-shot classification", "rule": "higher:clip",
      "measured": "zero-shot accuracy, shape / color / count (BLIP: ITC embeddings)",
@@ -38,17 +41,20 @@ CLAIMS = [
      "measured": "held-out color-shape pairs: probe accuracy / t2i R@1 (BLIP: ITM)",
      "clip": _at("heldout", "clip", "compositional", "t2i_r1"),
      "blip": _at("heldout", "blip_itm", "compositional", "t2i_r1")},
-    {"claim": "CLIP is computationally efficient", "rule": "higher:clip",
-     "measured": "encoding throughput: images/s / texts/s",
-     "clip": _at("cost", "clip", "images_per_s", "texts_per_s"),
-     "blip": _at("cost", "blip", "images_per_s", "texts_per_s")},
-    {"claim": "BLIP is costlier per image-text pair", "rule": "higher:clip",
-     "measured": "pairs scored/s: CLIP needs at most one image encode per new pair (images/s), "
-                 "BLIP runs its fusion encoder on every pair (ITM pairs/s)",
-     "clip": _at("cost", "clip", "images_per_s"), "blip": _at("cost", "blip", "itm_pairs_per_s")},
+    {"claim": "CLIP is computationally efficient", "rule": "lower:clip",
+     "measured": "encoding time per image / per text (median of repeated runs), FLOPs per image / per text",
+     "clip": _at("cost", "clip", "encode_image", "encode_text", ("flops", "image"), ("flops", "text")),
+     "blip": _at("cost", "blip", "encode_image", "encode_text", ("flops", "image"), ("flops", "text"))},
+    {"claim": "BLIP is costlier per image-text pair", "rule": "higher:blip",
+     "measured": "scoring one new pair from raw inputs (CLIP: encode both, a dot product; BLIP: image encode + "
+                 "ITM): time / FLOPs; one text query over 10,000 precomputed images (BLIP: ITM rerank of the "
+                 "top 16 / top 128)",
+     "clip": _at("cost", "clip", ("pair", "itc"), ("flops", "pair"), (*QUERY, "itc"), (*QUERY, "itc")),
+     "blip": _at("cost", "blip", ("pair", "itm"), ("flops", "pair"), (*QUERY, "itm_16"), (*QUERY, "itm_128"))},
     {"claim": "BLIP is the bigger model (encoders + fusion + decoder)", "rule": "higher:blip",
-     "measured": "parameters / peak memory", "clip": _at("cost", "clip", "params", "peak_memory_mb"),
-     "blip": _at("cost", "blip", "params", "peak_memory_mb")},
+     "measured": "parameters / parameter bytes / peak activation memory (each model on its own)",
+     "clip": _at("cost", "clip", "params", "param_bytes", "peak_activation_mb"),
+     "blip": _at("cost", "blip", "params", "param_bytes", "peak_activation_mb")},
     {"claim": "BLIP generates captions, CLIP cannot", "rule": "only:blip", "measured": "caption BLEU-4 / CIDEr",
      "clip": "cannot (no decoder)", "blip": _at("captioning", "blip", "bleu4", "cider")},
     {"claim": "BLIP answers visual questions, CLIP cannot", "rule": "only:blip",
@@ -59,8 +65,20 @@ CLAIMS = [
                  "gain / share of the noisy-to-clean gap closed (compare --capfilt)",
      "clip": "cannot (no captioner)", "blip": _at("capfilt", "blip", "r1_gain", "gap_closed")},
 ]
-RULE_TEXT = {"higher:clip": "CLIP higher on each", "higher:blip": "BLIP higher on each",
+RULE_TEXT = {"higher:clip": "CLIP higher", "higher:blip": "BLIP higher", "lower:clip": "CLIP lower",
              "only:blip": "BLIP's numbers > 0"}
+ALPHA = 0.05
+
+
+def test_key(clip_path: tuple, blip_path: tuple) -> str:
+    """The key of a pair's paired test in results["tests"]."""
+    return f"{'.'.join(clip_path)} vs {'.'.join(blip_path)}"
+
+
+def paired_measures() -> list[tuple[tuple, tuple]]:
+    """Every (CLIP path, BLIP path) pair the claims compare: what benchmark tests."""
+    return [(c, b) for claim in CLAIMS if not isinstance(claim["clip"], str) for c, b in zip(claim["clip"],
+                                                                                           claim["blip"])]
 
 
 def lookup(d, *keys):
@@ -73,54 +91,143 @@ def lookup(d, *keys):
 
 
 FORMATS = {"n": "{:.0f}", "n_images": "{:.0f}", "cider": "{:.3f}", "r1_gain": "{:+.1%}", "roc_auc": "{:.3f}",
-           "peak_memory_mb": "{:.1f} MB"}
+           "peak_activation_mb": "{:.1f} MB"}
+FLOP_KEYS = ("image", "text", "pair", "itm_pair")  # the keys of results["cost"][path]["flops"]
+
+
+def is_timing(v) -> bool:
+    """A repeated timing (stats.summarize_times): shown and compared by its median and spread."""
+    return isinstance(v, dict) and "median" in v and "min" in v and "max" in v
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
 
 def fmt(key: str, v) -> str:
     """One number as the report shows it; the key says its unit (other fractions are shown as percentages)."""
     if v is None:
         return "—"
+    if is_timing(v):
+        return f"{_seconds(v['median'])} ({_seconds(v['min'])}–{_seconds(v['max'])})"
     if isinstance(v, bool) or not isinstance(v, numbers.Real):  # numbers.Real: numpy scalars too
         return str(v)
     if key == "bleu4":
         return f"{100 * v:.1f}"
     if key == "params":
         return f"{v / 1e6:.1f}M"
+    if key == "param_bytes":
+        return f"{v / 2**20:.1f} MB"
+    if key in FLOP_KEYS:
+        return f"{v / 1e6:.1f} MFLOP"
     if key.endswith("_per_s"):
         return f"{v:.1f}/s"
     return FORMATS.get(key, "{:.1%}").format(v)
 
 
-def _verdict(rule: str, pairs: list) -> str:
-    if rule == "only:blip":
-        blip = [b for _, b in pairs]
-        if not blip or any(b is None for b in blip):
-            return "not measured"
-        return "supported" if all(b > 0 for b in blip) else "not supported"
-    pairs = [(c, b) for c, b in pairs if c is not None and b is not None]
-    if not pairs:
+def fmt_ci(key: str, v, ci) -> str:
+    """A number with its 95% interval, "62.7% (58.1%–67.0%)"; the number alone where it has none."""
+    if v is None or not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return fmt(key, v)
+    return f"{fmt(key, v)} ({fmt(key, ci[0])}–{fmt(key, ci[1])})"
+
+
+def _ci(results: dict, path: tuple):
+    return lookup(results, path[0], path[1], "ci", *path[2:])
+
+
+def _outcome(rule: str, a, b, test: dict | None, p: float | None) -> tuple[str, str]:
+    """("for" | "against" | "ns", what decided it) for one pair of numbers under a claim's rule."""
+    if is_timing(a) and is_timing(b):
+        if a["min"] <= b["max"] and b["min"] <= a["max"]:
+            return "ns", f"spreads overlap ({a['n']} and {b['n']} runs)"
+        a, b, note = a["median"], b["median"], "spreads apart"
+    elif test is not None:
+        note = f"p = {p:.2g}"
+        if p >= ALPHA:
+            return "ns", note
+    else:
+        note = "exact"
+        if a == b:
+            return "ns", "equal"
+    side_is_higher = (a > b) == rule.endswith("clip")
+    return ("for" if side_is_higher == rule.startswith("higher") else "against"), note
+
+
+def _not_significant(tests: list[dict], notes: list[str]) -> str:
+    """The verdict when no pair differs: at which n, and about how many items would show the difference seen (the
+    test closest to it); without a statistical test, what the spreads and counts showed."""
+    if not tests:
+        return f"no significant difference ({'; '.join(dict.fromkeys(notes))})"
+    best = min(tests, key=lambda t: t.get("detect_n") or float("inf"))
+    unit = best.get("unit", "items")
+    more = (f"; about {best['detect_n']:,} {unit} would detect a difference of this size"
+            if best.get("detect_n") else "")
+    return f"no significant difference at n = {best['n']:,} {unit}{more}"
+
+
+def _verdict(outcomes: list[str], ns_tests: list[dict], notes: list[str]) -> str:
+    if not outcomes:
         return "not measured"
-    wins = sum((c > b) if rule == "higher:clip" else (b > c) for c, b in pairs)
-    return "supported" if wins == len(pairs) else "not supported" if wins == 0 else "mixed"
+    won, lost = "for" in outcomes, "against" in outcomes
+    if won and lost:
+        return "mixed"
+    return "supported" if won else "contradicted" if lost else _not_significant(ns_tests, notes)
 
 
-def _cell(paths: list, values: list) -> str:
+def _only_blip(values: list, cis: list) -> str:
+    if not values or any(v is None for v in values):
+        return "not measured"
+    low = [ci[0] if isinstance(ci, (list, tuple)) else v for v, ci in zip(values, cis)]
+    return "supported" if all(x > 0 for x in low) else "not supported"
+
+
+def _cell(results: dict, paths: list) -> str:
+    values = [lookup(results, *p) for p in paths]
     if all(v is None for v in values):
         return "not measured"
-    return " / ".join(fmt(p[-1], v) for p, v in zip(paths, values))
+    return " / ".join(fmt_ci(p[-1], v, _ci(results, p)) for p, v in zip(paths, values))
+
+
+def adjusted_p(results: dict) -> dict[str, float]:
+    """Holm-adjusted p-values of every paired test the claims table reads (results["tests"]), by test key."""
+    tests = results.get("tests") or {}
+    keys = [k for k in (test_key(c, b) for c, b in paired_measures()) if k in tests]
+    keys = list(dict.fromkeys(keys))
+    return dict(zip(keys, holm([tests[k]["p"] for k in keys])))
+
+
+def _judged(c: dict, results: dict, adjusted: dict) -> tuple[str, str]:
+    """(verdict, the test cell) of one comparative claim."""
+    outcomes, notes, ns_tests = [], [], []
+    for cp, bp in zip(c["clip"], c["blip"]):
+        a, b = lookup(results, *cp), lookup(results, *bp)
+        if a is None or b is None:
+            continue
+        key = test_key(cp, bp)
+        test = (results.get("tests") or {}).get(key)
+        outcome, note = _outcome(c["rule"], a, b, test, adjusted.get(key))
+        outcomes.append(outcome)
+        notes.append(note)
+        if outcome == "ns" and test is not None:
+            ns_tests.append(test)
+    return _verdict(outcomes, ns_tests, notes), " / ".join(notes) or "—"
 
 
 def evaluate_claims(results: dict) -> list[dict]:
-    """The claims table: per claim its numbers (formatted, joined by ' / ') and the verdict of its rule."""
-    rows = []
+    """The claims table: per claim its numbers with intervals (joined by ' / '), the test of each CLIP-vs-BLIP pair
+    (p Holm-adjusted over the table; timings by their spreads; counts exactly) and the verdict: supported,
+    contradicted, mixed, or no significant difference (with about how many items would detect it)."""
+    adjusted, rows = adjusted_p(results), []
     for c in CLAIMS:
-        blip = [lookup(results, *p) for p in c["blip"]]
+        blip = _cell(results, c["blip"])
         if isinstance(c["clip"], str):
-            clip, clip_cell = [None] * len(blip), c["clip"]
+            values = [lookup(results, *p) for p in c["blip"]]
+            clip, test = c["clip"], "interval above 0"
+            verdict = _only_blip(values, [_ci(results, p) for p in c["blip"]])
         else:
-            clip = [lookup(results, *p) for p in c["clip"]]
-            clip_cell = _cell(c["clip"], clip)
+            clip = _cell(results, c["clip"])
+            verdict, test = _judged(c, results, adjusted)
         rows.append({"claim": c["claim"], "measured": f"{c['measured']}; rule: {RULE_TEXT[c['rule']]}",
-                     "clip": clip_cell, "blip": _cell(c["blip"], blip),
-                     "verdict": _verdict(c["rule"], list(zip(clip, blip)))})
+                     "clip": clip, "blip": blip, "test": test, "verdict": verdict})
     return rows

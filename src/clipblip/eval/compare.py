@@ -4,6 +4,10 @@ Every section is a function (model(s), records) -> plain numbers; `compare` runs
 data allow and returns the results dict that `eval/report.py` writes. Paths: "clip" (CLIP's embeddings),
 "blip_itc" (BLIP's unimodal ITC embeddings), "blip_itm" (BLIP's ITM head: the probe's scores, and retrieval
 reranked from an ITC shortlist).
+
+Each section's dict carries "ci", the 95% interval of each of its rates in the same layout (eval/uncertainty.py),
+and "items", the per-item outcomes behind them, which the paired tests read; benchmark keeps "items" out of
+results.json.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import torch
 
 from .. import metrics
 from ..data.shapes import score_caption
+from ..data.shapes_eval import zero_shot_outcomes
 from ..generate import GenerationConfig
 from ..tasks.caption import captions as generate_captions
 from ..tasks.inputs import image_features, text_features
 from ..tasks.itm import image_tokens, itm_scores, rerank_image_to_text, rerank_text_to_image
 from ..tasks.vqa import answer
+from . import uncertainty as U
 
 SHORTLIST = 16  # BLIP's ITM rerank looks at the ITC top 16
 
@@ -33,11 +39,16 @@ def _embed(model, recs: list[dict], texts: list[str]):
     return image_features(model, [r["image"] for r in recs])[0], text_features(model, texts)
 
 
+def _scored(recall: dict, items: dict) -> dict:
+    return {**recall, "ci": U.retrieval_ci(items), "items": items}
+
+
 def retrieval(model, recs: list[dict]) -> dict:
     """R@1/5/10 in both directions over every caption of every image, in the joint space."""
     texts, owner = _flat_captions(recs)
     img, txt = _embed(model, recs, texts)
-    return metrics.retrieval_recall(txt @ img.t(), owner)
+    sim = txt @ img.t()
+    return _scored(metrics.retrieval_recall(sim, owner), U.retrieval_items(metrics.retrieval_ranks(sim, owner), owner))
 
 
 def _reranked(sim: torch.Tensor, ranked: list[list[tuple[int, float]]], transpose: bool) -> torch.Tensor:
@@ -59,8 +70,9 @@ def retrieval_itm(blip, recs: list[dict]) -> dict:
     i2t = rerank_image_to_text(blip, tokens, img, texts, top_k=SHORTLIST, shortlist=SHORTLIST)
     t2i_scores = _reranked(sim, t2i, transpose=False)
     i2t_scores = _reranked(sim, i2t, transpose=True)
-    return {"t2i": metrics.retrieval_recall(t2i_scores, owner)["t2i"],
-            "i2t": metrics.retrieval_recall(i2t_scores, owner)["i2t"]}
+    ranks = {**metrics.retrieval_ranks(i2t_scores, owner), "t2i": metrics.retrieval_ranks(t2i_scores, owner)["t2i"]}
+    return _scored({"t2i": metrics.retrieval_recall(t2i_scores, owner)["t2i"],
+                    "i2t": metrics.retrieval_recall(i2t_scores, owner)["i2t"]}, U.retrieval_items(ranks, owner))
 
 
 def _probe_pairs(recs: list[dict]) -> list[tuple[int, str, str, str]]:
@@ -76,7 +88,12 @@ def compositional(model, recs: list[dict]) -> dict:
     pos = text_features(model, [p[1] for p in pairs])
     neg = text_features(model, [p[2] for p in pairs])
     rows = img[[p[0] for p in pairs]]
-    return metrics.pairwise_accuracy((rows * pos).sum(1), (rows * neg).sum(1), [p[3] for p in pairs])
+    return _probe((rows * pos).sum(1), (rows * neg).sum(1), [p[3] for p in pairs])
+
+
+def _probe(pos, neg, types: list[str]) -> dict:
+    items = {"correct": (pos > neg).tolist(), "types": types}
+    return {**metrics.pairwise_accuracy(pos, neg, types), "ci": U.probe_ci(items), "items": items}
 
 
 @torch.no_grad()
@@ -94,14 +111,21 @@ def compositional_itm(blip, recs: list[dict]) -> dict:
         ids = blip.tokenize(texts, first="enc").to(device)
         logits = itm_scores(blip, tokens[i:i + 1], ids)[0, :, 1].cpu()
         pos[ks], neg[ks] = logits[: len(ks)], logits[len(ks):]
-    return metrics.pairwise_accuracy(pos, neg, [p[3] for p in pairs])
+    return _probe(pos, neg, [p[3] for p in pairs])
 
 
 def heldout(model, recs: list[dict], itm: bool = False) -> dict:
     """Colour-shape pairs never seen in training: the probe and text-to-image R@1 on test_heldout."""
     probe = compositional_itm(model, recs) if itm else compositional(model, recs)
     rec = retrieval_itm(model, recs) if itm else retrieval(model, recs)
-    return {"compositional": probe["all"], "t2i_r1": rec["t2i"]["r1"]}
+    items = {"compositional": probe["items"], "retrieval": rec["items"]}
+    return {"compositional": probe["all"], "t2i_r1": rec["t2i"]["r1"], "ci": U.heldout_ci(items), "items": items}
+
+
+def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:
+    """Zero-shot accuracy per label kind (data/shapes_eval.py), with its intervals and per-image outcomes."""
+    items = zero_shot_outcomes(model, single, scenes)
+    return {**{k: sum(v) / len(v) for k, v in items.items()}, "ci": U.zero_shot_ci(items), "items": items}
 
 
 def captioning(blip, recs: list[dict], num_beams: int = 3) -> dict:
@@ -112,12 +136,13 @@ def captioning(blip, recs: list[dict], num_beams: int = 3) -> dict:
     out = [text for _, text in generate_captions(blip, [r["image"] for r in recs], cfg)]
     refs = [r.get("captions") or [r["caption"]] for r in recs]
     result = {"bleu4": metrics.bleu4(out, refs), "cider": metrics.cider_d(out, refs), "n": len(recs)}
+    facts = None
     if all("scene" in r for r in recs):
         facts = [score_caption(r["scene"], text) for r, text in zip(recs, out)]
         result["facts_true"] = sum(f["true"] for f in facts) / max(sum(f["facts"] for f in facts), 1)
         result["objects_mentioned"] = (sum(f["objects_mentioned"] for f in facts)
                                        / max(sum(f["objects"] for f in facts), 1))
-    return {**result, "captions": out}
+    return {**result, "ci": U.caption_ci(out, refs, facts), "captions": out}
 
 
 def shapes_questions(recs: list[dict]) -> list[dict]:
@@ -134,5 +159,6 @@ def vqa(blip, questions: list[dict], candidates: list[str] | None = None) -> dic
     candidates = candidates or sorted({a for q in questions for a in q["answers"]})
     generated = answer(blip, images, texts)
     ranked = [r[0][0] for r in answer(blip, images, texts, candidates=candidates)]
-    return {"generate": metrics.vqa_accuracy(generated, truth, types),
-            "rank": metrics.vqa_accuracy(ranked, truth, types), "answers": generated}
+    return {**{mode: {**metrics.vqa_accuracy(pred, truth, types),
+                      "ci": U.vqa_ci(metrics.vqa_scores(pred, truth), types)}
+               for mode, pred in (("generate", generated), ("rank", ranked))}, "answers": generated}

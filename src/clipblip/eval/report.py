@@ -53,7 +53,7 @@ def _summary_rows(r: dict) -> list:
               ("VQA generate", "vqa", None, "blip", ("generate", "overall")),
               ("VQA rank", "vqa", None, "blip", ("rank", "overall")),
               ("CapFilt: R@1 gain of a CLIP on its corpus", "capfilt", None, "blip", ("r1_gain",)),
-              ("images / s", "cost", "clip", "blip", ("images_per_s",)),
+              ("time per image", "cost", "clip", "blip", ("encode_image",)),
               ("parameters", "cost", "clip", "blip", ("params",))]
     rows = []
     for label, task, clip, blip, keys in specs:
