@@ -115,7 +115,7 @@ def test_the_readme_runs_top_to_bottom(tmp_path, capsys):
         pytest.fail("\n".join(lines[-3:] + [error]), pytrace=False)
     with capsys.disabled():  # what ran, in how long, and what was not run and why, even when the test passes
         print("\n".join(["", *lines, f"README blocks not run: {len(skipped)} (marked SKIPPED above)"]))
-    # The compare table the README shows is the one `make demo` (its last step) has just printed.
+    # The compare table the README shows is the one `make demo` (its second part) has just printed.
     shown = re.search(r"^```\n(measure .*?)^```", (ROOT / "README.md").read_text(), re.S | re.M).group(1)
     results = json.loads((tmp_path / "repo" / "runs" / "demo" / "compare" / "results.json").read_text())
     assert _figures(shown) == _figures(summary_table(results))
