@@ -47,6 +47,9 @@ def cmd_compare(args) -> int:
     if args.capfilt is not None:
         results["capfilt"] = _capfilt(blip, Path(args.capfilt) if args.capfilt else out / "capfilt", out,
                                       progress=not args.json)
+    if args.binding is not None:
+        results["binding"] = _binding(Path(args.binding) if args.binding else out / "binding", args.binding_budget,
+                                      progress=not args.json)
     files = write_report(results, out, benchmark.examples(extras, out))
     if args.json:
         print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))
@@ -72,6 +75,14 @@ def _capfilt(blip, where: Path, out: Path, progress: bool) -> dict:
     return {**results, "plot_file": "capfilt_scores.png"}
 
 
+def _binding(where: Path, budget: str, progress: bool) -> dict:
+    """The binding experiment (experiments/binding.py), resumed from `where` when it holds one; it starts from the
+    shipped models, whatever --clip and --blip say."""
+    from ..experiments import binding
+
+    return binding.run(where, binding.full() if budget == "full" else binding.BindingConfig(), progress=progress)
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("compare", help="CLIP vs BLIP on the same data: report.md, report.html, results.json")
     for flag, family in (("--clip", "clip"), ("--blip", "blip"), ("--blip-vqa", "vqa")):
@@ -90,6 +101,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--capfilt", nargs="?", const="", metavar="DIR",
                    help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 35 min on "
                         "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")
+    p.add_argument("--binding", nargs="?", const="", metavar="DIR",
+                   help="also run the binding experiment: fine-tune five arms from the shipped models (CLIP and BLIP, "
+                        "each with and without minimal-edit negatives, and BLIP with ITM negatives from a queue) and "
+                        "test which binds attributes; resumable; kept in DIR, default OUT/binding")
+    p.add_argument("--binding-budget", choices=("reduced", "full"), default="reduced",
+                   help="reduced: 300 steps x 64 per arm, for a 2-core CPU (about 35 min); full: 3,000 x 256 on a "
+                        "GPU (scripts/binding_gpu.sh)")
     add_runtime(p)
     add_workers(p)
     add_common(p, model=None)

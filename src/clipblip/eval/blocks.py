@@ -253,14 +253,16 @@ def _targets_section(targets: list) -> list[Block]:
     return [Heading(SECTIONS["targets"]), Table(["target", "goal", "measured", "result"], rows)]
 
 
-def report_blocks(r: dict, examples: list, plots: dict[str, Path]) -> list[Block]:
-    """The whole report: title and meta, the claims, one section per measured task, plots, examples, targets.
+def report_blocks(r: dict, examples: list, plots: dict[str, Path], experiments: list | None = None) -> list[Block]:
+    """The whole report: title and meta, the claims, one section per measured task, the experiments' sections
+    (`experiments`, blocks built elsewhere: the binding experiment's), plots, examples, targets.
 
     `plots` maps a plot's name to its file, which lies in the report's folder."""
     out = _meta_blocks(r["meta"]) + _claims_section(r)
     for task, build in TASK_SECTIONS:
         if r.get(task):
             out += build(r[task])
+    out += experiments or []
     if plots:
         out += [Heading(SECTIONS["plots"])] + [Image(p.name, name, "plot") for name, p in plots.items()]
     if examples:

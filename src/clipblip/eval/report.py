@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..files import write_atomic
+from .binding_blocks import section as binding_section
 from .blocks import PATH_NAMES, report_blocks
 from .claims import KINDS, fmt, lookup
 from .plots import write_plots
@@ -33,7 +34,7 @@ def write_report(results: dict, out_dir, examples: list | None = None) -> dict[s
     paths = {"json": out_dir / "results.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     write_atomic(paths["json"], json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     plots = write_plots(results, out_dir)
-    blocks = report_blocks(results, examples, plots)
+    blocks = report_blocks(results, examples, plots, binding_section(results.get("binding")))
     write_atomic(paths["md"], to_markdown(blocks))
     write_atomic(paths["html"], to_html(blocks, out_dir))
     return {**paths, **plots}
