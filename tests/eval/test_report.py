@@ -277,3 +277,11 @@ def test_a_failed_rewrite_leaves_the_previous_report_whole(tmp_path):
         _write(tmp_path, results)
     assert {k: paths[k].read_bytes() for k in before} == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_verdict_lines_give_each_measured_claim_its_verdict():
+    results = _results()
+    del results["capfilt"]
+    lines = report.verdict_lines(results).splitlines()
+    assert "  supported: BLIP is the bigger model (encoders + fusion + decoder)" in lines  # counts: exact
+    assert len(lines) == len(claims.CLAIMS) - 1 and not any("CapFilt" in line for line in lines)

@@ -29,7 +29,7 @@ def _optional_model(source, default: str, args):
 
 def cmd_compare(args) -> int:
     from ..eval import benchmark
-    from ..eval.report import summary_table, write_report
+    from ..eval.report import summary_table, verdict_lines, write_report
 
     set_threads(args)
     clip = _optional_model(args.clip, DEFAULT["clip"], args)
@@ -55,6 +55,8 @@ def cmd_compare(args) -> int:
         print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))
     else:
         print(summary_table(results))
+        print("claims (tested; the report has the numbers and the tests):")
+        print(verdict_lines(results))
         print(f"report: {files['html']}  (and {files['md']}, {files['json']})")
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..files import write_atomic
 from .binding_blocks import section as binding_section
 from .blocks import PATH_NAMES, report_blocks
-from .claims import KINDS, fmt, lookup
+from .claims import KINDS, evaluate_claims, fmt, lookup
 from .plots import write_plots
 from .render import to_html, to_markdown
 
@@ -72,3 +72,9 @@ def summary_table(results: dict) -> str:
     lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}" for a, b, c in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def verdict_lines(results: dict) -> str:
+    """The claims' verdicts for the terminal, one line each ("supported: CLIP is the choice for ...")."""
+    return "\n".join(f"  {c['verdict']}: {c['claim']}" for c in evaluate_claims(results)
+                     if c["verdict"] != "not measured")
