@@ -77,7 +77,7 @@ def test_timings_count_only_when_their_spreads_do_not_overlap():
 def test_counts_are_compared_exactly():
     results = {"cost": {"clip": {"params": 100, "param_bytes": 400}, "blip": {"params": 120, "param_bytes": 400}}}
     row = _claim(results, "bigger model")
-    assert row["verdict"] == "supported" and row["test"] == "exact / equal"
+    assert row["verdict"] == "supported" and row["test"] == "exact / equal counts"
     assert row["clip"] == "0.0M / 0.0 MB / —"
 
 
@@ -129,3 +129,9 @@ def test_benchmark_tests_every_claimed_pair_it_has_items_for():
     assert set(tests) == {KEY, claims.test_key(("compositional", "clip", "per_type", "attribute_swap"),
                                                ("compositional", "blip_itm", "per_type", "attribute_swap"))}
     assert tests[KEY]["p"] == pytest.approx(2 / 1024)  # 10 discordant pairs, all one way: 2 * 0.5**10
+
+
+def test_a_vqa_mode_keeps_its_interval_beside_its_numbers():
+    results = {"vqa": {"blip": {"generate": {"overall": 0.92, "ci": {"overall": [0.88, 0.95]}}}}}
+    row = _claim(results, "answers visual questions")
+    assert row["blip"] == "92.0% (88.0%–95.0%)" and row["verdict"] == "supported"

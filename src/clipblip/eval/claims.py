@@ -133,7 +133,9 @@ def fmt_ci(key: str, v, ci) -> str:
 
 
 def _ci(results: dict, path: tuple):
-    return lookup(results, path[0], path[1], "ci", *path[2:])
+    """The interval of the number at `path`: in its model path's "ci" tree, or (VQA, one tree per mode) beside it."""
+    found = lookup(results, path[0], path[1], "ci", *path[2:])
+    return found if found is not None else lookup(results, *path[:-1], "ci", path[-1])
 
 
 def _outcome(rule: str, a, b, test: dict | None, p: float | None) -> tuple[str, str]:
@@ -149,7 +151,7 @@ def _outcome(rule: str, a, b, test: dict | None, p: float | None) -> tuple[str, 
     else:
         note = "exact"
         if a == b:
-            return "ns", "equal"
+            return "ns", "equal counts"
     side_is_higher = (a > b) == rule.endswith("clip")
     return ("for" if side_is_higher == rule.startswith("higher") else "against"), note
 
