@@ -135,3 +135,24 @@ def test_a_vqa_mode_keeps_its_interval_beside_its_numbers():
     results = {"vqa": {"blip": {"generate": {"overall": 0.92, "ci": {"overall": [0.88, 0.95]}}}}}
     row = _claim(results, "answers visual questions")
     assert row["blip"] == "92.0% (88.0%–95.0%)" and row["verdict"] == "supported"
+
+
+def _share(acc, n=100):
+    return {"acc": acc, "k": round(acc * n), "n": n, "ci": list(stats.wilson(round(acc * n), n))}
+
+
+def test_the_binding_experiment_answers_its_claim():
+    per = {"B": {"attribute_swap": 0.62, "relation_swap": 0.55}, "D": {"attribute_swap": 0.93, "relation_swap": 0.56}}
+    arms = {arm: {"probe": {"test": {way: {"per_type": {t: _share(a) for t, a in per[arm].items()}}}}}
+            for arm, way in (("B", "clip"), ("D", "blip_itm"))}
+    tests = [{"a": "B clip", "b": "D blip_itm", "split": split, "type": t, "n": 100, "diff": per["D"][t] - per["B"][t],
+              "only_a": only_a, "only_b": only_b, "p": stats.mcnemar([1] * only_a + [0] * only_b,
+                                                                     [0] * only_a + [1] * only_b)["p"]}
+             for split in ("test", "test_heldout") for t, only_a, only_b in (("attribute_swap", 2, 33),
+                                                                              ("relation_swap", 10, 11))]
+    row = _claim({"binding": {"arms": arms, "tests": tests}}, "same minimal-edit negatives")
+    assert row["clip"] == "62.0% (52.2%–70.9%) / 55.0% (45.2%–64.4%) / — / —"  # no count or colour edits here
+    assert row["verdict"] == "supported"  # attribute swaps: 33 of 35 discordant pairs for D; relation: no difference
+    # Holm over the two test-split tests: 2 * p(2 vs 33) for attribute swaps; relation swaps p = 1
+    assert row["test"] == f"p = {2 * stats.mcnemar([1] * 2 + [0] * 33, [0] * 2 + [1] * 33)['p']:.2g} / p = 1"
+    assert _claim({}, "same minimal-edit negatives")["verdict"] == "not measured"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 
+from .. import stats
 from ..stats import holm
 
 KINDS = ("shape", "color", "count")
@@ -60,6 +61,12 @@ CLAIMS = [
     {"claim": "BLIP answers visual questions, CLIP cannot", "rule": "only:blip",
      "measured": "VQA accuracy, generated answers", "clip": "cannot (no decoder)",
      "blip": _at("vqa", "blip", ("generate", "overall"))},
+    {"claim": "With the same minimal-edit negatives, ITM fusion binds better than contrastive embeddings",
+     "rule": "higher:blip",
+     "measured": "probe accuracy per edit after fine-tuning with minimal-edit negatives (compare --binding: arm B, "
+                 "CLIP + NegCLIP edits, vs arm D, BLIP with the edits among ITM's negatives; test split): "
+                 "attribute / relation / count / color swap",
+     "clip": _at("binding_probe", "clip", *PER_EDIT), "blip": _at("binding_probe", "blip_itm", *PER_EDIT)},
     {"claim": "CapFilt bootstraps cleaner data from noisy captions", "rule": "only:blip",
      "measured": "a CLIP trained on BLIP's CapFilt corpus vs on the noisy one (same images, same budget): t2i R@1 "
                  "gain / share of the noisy-to-clean gap closed (compare --capfilt)",
@@ -216,10 +223,36 @@ def _judged(c: dict, results: dict, adjusted: dict) -> tuple[str, str]:
     return _verdict(outcomes, ns_tests, notes), " / ".join(notes) or "—"
 
 
+BINDING_ARMS = {"clip": ("B", "clip"), "blip_itm": ("D", "blip_itm")}  # the binding question's two arms
+
+
+def with_binding(results: dict) -> dict:
+    """results plus "binding_probe" and its tests, read from the binding experiment's results (results["binding"],
+    compare --binding) in the layout the claims read: arm B's CLIP and arm D's ITM probe per edit type on the test
+    split, with their intervals and the experiment's exact McNemar test of each edit type (raw p)."""
+    b = results.get("binding")
+    if not b:
+        return results
+    probe, tests = {}, dict(results.get("tests") or {})
+    for path, (arm, way) in BINDING_ARMS.items():
+        per = lookup(b, "arms", arm, "probe", "test", way, "per_type") or {}
+        probe[path] = {"per_type": {t: s["acc"] for t, s in per.items()},
+                       "ci": {"per_type": {t: s["ci"] for t, s in per.items()}}}
+    for t in b.get("tests", []):
+        if t["a"] == " ".join(BINDING_ARMS["clip"]) and t["b"] == " ".join(BINDING_ARMS["blip_itm"]) \
+                and t["split"] == "test":
+            key = test_key(("binding_probe", "clip", "per_type", t["type"]),
+                           ("binding_probe", "blip_itm", "per_type", t["type"]))
+            tests[key] = {"method": "exact McNemar", "n": t["n"], "unit": "probe pairs", "diff": t["diff"],
+                          "p": t["p"], "detect_n": stats.items_to_detect_paired(t["only_a"], t["only_b"], t["n"])}
+    return {**results, "binding_probe": probe, "tests": tests}
+
+
 def evaluate_claims(results: dict) -> list[dict]:
     """The claims table: per claim its numbers with intervals (joined by ' / '), the test of each CLIP-vs-BLIP pair
     (p Holm-adjusted over the table; timings by their spreads; counts exactly) and the verdict: supported,
     contradicted, mixed, or no significant difference (with about how many items would detect it)."""
+    results = with_binding(results)
     adjusted, rows = adjusted_p(results), []
     for c in CLAIMS:
         blip = _cell(results, c["blip"])
