@@ -164,7 +164,8 @@ def test_retrieval_queue_mines_itm_negatives_from_the_queued_texts(monkeypatch):
 @pytest.mark.parametrize("objective", ["clip-negclip", "retrieval-edits", "retrieval-queue"])
 def test_new_objectives_train_and_resume(objective, tmp_path):
     preset = "shapes-clip" if objective.startswith("clip") else "shapes-blip"
-    over = [*TINY[preset], *RUN, f"objective={objective}", "batch_size=6", "save_every=2", f"out={tmp_path}"]
+    over = [*TINY[preset], *RUN, f"objective={objective}", "batch_size=6", "save_every=2", "eval_n=4",
+            f"out={tmp_path}"]
     Trainer(resolve(preset, overrides=[*over, "steps=2"])).run()
     saved = torch.load(tmp_path / "checkpoints" / "step-00000002.pt", weights_only=False)
     if objective == "retrieval-queue":
