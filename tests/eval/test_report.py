@@ -283,6 +283,6 @@ def test_verdict_lines_give_each_measured_claim_its_verdict():
     results = _results()
     del results["capfilt"]
     lines = report.verdict_lines(results).splitlines()
-    assert "  supported: BLIP is the bigger model (encoders + fusion + decoder)" in lines  # counts: exact
+    assert "  BLIP is the bigger model (encoders + fusion + decoder): supported" in lines  # counts: exact
     # every claim but CapFilt's (deleted above) and the binding experiment's (not in these results)
     assert len(lines) == len(claims.CLAIMS) - 2 and not any("CapFilt" in line for line in lines)

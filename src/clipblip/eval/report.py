@@ -75,6 +75,6 @@ def summary_table(results: dict) -> str:
 
 
 def verdict_lines(results: dict) -> str:
-    """The claims' verdicts for the terminal, one line each ("supported: CLIP is the choice for ...")."""
-    return "\n".join(f"  {c['verdict']}: {c['claim']}" for c in evaluate_claims(results)
+    """The claims' verdicts for the terminal, one line each ("CLIP is the choice for ...: supported")."""
+    return "\n".join(f"  {c['claim']}: {c['verdict']}" for c in evaluate_claims(results)
                      if c["verdict"] != "not measured")
