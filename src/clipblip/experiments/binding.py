@@ -67,11 +67,11 @@ QUESTION = "D (ITM) vs B (CLIP)"
 @dataclass
 class BindingConfig:
     """The budget. The default is the reduced one for a 2-core CPU: every arm 300 steps of 64 (19,200 samples)
-    at lr 3e-4, the probe on 300 scenes per split (about 4,300 caption-negative pairs, ~850 attribute swaps), R@1
-    and zero-shot on 200 scenes; the five arms, the two shipped models' scores and the tests take about 35-45
-    minutes on 1 thread of the 2-core Xeon (shared with other work; see the recorded run's machine line).
-    Tuning runs at this size (300 steps, lr 3e-4 or 1e-3, edits of any type or attribute swaps only) left D's
-    ITM at 48-53% on attribute swaps: binding needs more than this budget. `full()` is the GPU budget
+    at lr 3e-4, the probe on 300 scenes per split (about 4,400 caption-negative pairs, ~900 attribute swaps), R@1
+    and zero-shot on 200 scenes. Measured: the five arms, the two shipped models' scores and the tests in 31 min
+    on 1 thread of the 2-core Xeon, shared with other work (2026-11-30). At this budget (and in tuning runs with
+    lr 1e-3, no gradient clipping, edits restricted to attribute swaps, or 4x the steps) D's ITM stayed at
+    48-55% on attribute swaps: the edits taught counting, not binding. `full()` is the GPU budget
     (scripts/binding_gpu.sh)."""
     steps: int = 300
     batch_size: int = 64
