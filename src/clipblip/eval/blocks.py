@@ -212,10 +212,11 @@ def _claims_section(r: dict) -> list[Block]:
                       "CLIP-vs-BLIP pair of numbers is tested on the same items (exact McNemar for right/wrong "
                       "outcomes, paired bootstrap over images for R@K), its p-value Holm-adjusted over the whole "
                       "table; a timing is the median of repeated runs with their range, and counts as a difference "
-                      "only when the ranges do not overlap and the medians are more than 10% apart; parameter and FLOP counts are exact. Verdict: supported "
-                      "when at least one pair differs significantly in the claim's direction and none against it, "
-                      "contradicted the other way round, mixed when both, and otherwise no significant difference "
-                      "(with about how many items would detect a difference of the size seen)."),
+                      "only when the ranges do not overlap and the medians are more than 10% apart; parameter and "
+                      "FLOP counts are exact. Verdict: supported when at least one pair differs significantly in "
+                      "the claim's direction and none against it, contradicted the other way round, mixed when "
+                      "both, and otherwise no significant difference (with about how many items would detect a "
+                      "difference of the size seen)."),
             Table(["claim", "what we measured", "CLIP", "BLIP", "test", "verdict"], rows)]
 
 
