@@ -8,17 +8,12 @@ import time
 
 import torch
 
+from clipblip.stats import timed
+
 
 def best_time(fn, repeat: int = 5, warmup: int = 2) -> float:
     """Seconds of the fastest of `repeat` calls (the least disturbed by the other processes on the machine)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return timed(fn, repeat, warmup)["min"]
 
 
 def compare(theirs, ours, repeat: int = 7, warmup: int = 2) -> tuple[float, float]:
