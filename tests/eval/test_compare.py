@@ -113,6 +113,7 @@ def test_every_rate_sits_in_its_interval_and_no_item_reaches_results(clip_result
               for k in ("r1", "r5", "r10")]
     pairs += [(r["compositional"]["clip"]["all"], r["compositional"]["clip"]["ci"]["all"]),
               (r["heldout"]["clip"]["t2i_r1"], r["heldout"]["clip"]["ci"]["t2i_r1"])]
+    pairs += [(t["value"], t["ci"]) for t in r["targets"] if t["name"].startswith("CLIP zero-shot")]
     for value, (lo, hi) in pairs:
         assert lo <= value <= hi and hi - lo < 0.5
     assert not _has_key(r, "items")  # per-item outcomes stay out of results.json

@@ -63,7 +63,8 @@ def _results():
                                "clean": {"t2i_r1": 0.181, "zs_shape": 0.472, "zs_color": 0.823, "zs_count": 0.468}},
                     "gap_closed": {"t2i_r1": 0.675, "zs_shape": 0.678, "zs_color": 0.824, "zs_count": 0.768},
                     "blip": {"r1_gain": 0.052, "gap_closed": 0.675}},
-        "targets": [{"name": "BLIP ITM beats CLIP on the probe", "target": "≥ 70%", "value": 0.768, "met": True},
+        "targets": [{"name": "BLIP ITM beats CLIP on the probe", "target": "≥ 70%", "value": 0.768, "met": True,
+                     "ci": [0.731, 0.801]},
                     {"name": "CLIP encodes fast", "target": "> 1000 images/s", "value": 812.4, "met": False},
                     {"name": "ITM minus CLIP", "target": ">= 15 points", "value": 0.187, "met": True},
                     {"name": "VQA on real data", "target": "≥ 60%", "value": None, "met": None}],
@@ -137,7 +138,7 @@ def test_every_number_of_results_appears_formatted(written):
     assert "| wrong | 77.1% | 99.3% | 14.7% | 0.998 | 748 |" in md  # the filter's removal quality per noise type
     assert "+5.2% / 67.5%" in md  # the claims row: R@1 gain (signed) and the share of the gap closed
     assert "98.7%" in md and "34.5" in md and "1.234" in md and "151.3M" in md
-    assert "| 76.8% | met |" in md and "| 812.4 | missed |" in md  # "%" goal -> percentage, else plain
+    assert "| 76.8% (73.1%–80.1%) | met |" in md and "| 812.4 | missed |" in md  # "%" goal: a percentage
     assert "| 18.7% | met |" in md and "| — | not measured |" in md  # "points" is a percentage too
 
 

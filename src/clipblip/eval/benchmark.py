@@ -17,7 +17,7 @@ from ..errors import ClipBlipError
 from ..jobs import available_cpus, ordered_map
 from . import compare as C
 from . import uncertainty
-from .claims import lookup, paired_measures, test_key
+from .claims import interval, lookup, paired_measures, test_key
 from .cost import measure
 
 TARGETS = (  # (name, target text, how to read the value from results, threshold)
@@ -29,12 +29,13 @@ TARGETS = (  # (name, target text, how to read the value from results, threshold
 )
 
 
-def _target(name: str, target: str, value, threshold: float) -> dict:
-    return {"name": name, "target": target, "value": value, "met": None if value is None else bool(value >= threshold)}
+def _target(name: str, target: str, value, threshold: float, ci=None) -> dict:
+    return {"name": name, "target": target, "value": value, "ci": ci,
+            "met": None if value is None else bool(value >= threshold)}
 
 
 def targets(results: dict) -> list[dict]:
-    out = [_target(n, t, lookup(results, *p), th) for n, t, p, th in TARGETS]
+    out = [_target(n, t, lookup(results, *p), th, interval(results, p)) for n, t, p, th in TARGETS]
     clip = lookup(results, "compositional", "clip", "per_type", "attribute_swap")
     itm = lookup(results, "compositional", "blip_itm", "per_type", "attribute_swap")
     gap = None if clip is None or itm is None else itm - clip

@@ -245,7 +245,7 @@ def _target_cell(t: dict) -> str:
     if not isinstance(v, numbers.Real):
         return fmt("value", v)
     goal = str(t.get("target", ""))
-    return fmt("pct", v) if "%" in goal or "point" in goal else f"{v:.4g}"
+    return fmt_ci("pct", v, t.get("ci")) if "%" in goal or "point" in goal else f"{v:.4g}"
 
 
 def _targets_section(targets: list) -> list[Block]:

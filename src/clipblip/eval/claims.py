@@ -143,7 +143,7 @@ def fmt_ci(key: str, v, ci) -> str:
     return f"{fmt(key, v)} ({fmt(key, ci[0])}–{fmt(key, ci[1])})"
 
 
-def _ci(results: dict, path: tuple):
+def interval(results: dict, path: tuple):
     """The interval of the number at `path`: in its model path's "ci" tree, or (VQA, one tree per mode) beside it."""
     found = lookup(results, path[0], path[1], "ci", *path[2:])
     return found if found is not None else lookup(results, *path[:-1], "ci", path[-1])
@@ -201,7 +201,7 @@ def _cell(results: dict, paths: list) -> str:
     values = [lookup(results, *p) for p in paths]
     if all(v is None for v in values):
         return "not measured"
-    return " / ".join(fmt_ci(p[-1], v, _ci(results, p)) for p, v in zip(paths, values))
+    return " / ".join(fmt_ci(p[-1], v, interval(results, p)) for p, v in zip(paths, values))
 
 
 def adjusted_p(results: dict) -> dict[str, float]:
@@ -265,7 +265,7 @@ def evaluate_claims(results: dict) -> list[dict]:
         if isinstance(c["clip"], str):
             values = [lookup(results, *p) for p in c["blip"]]
             clip, test = c["clip"], "interval above 0"
-            verdict = _only_blip(values, [_ci(results, p) for p in c["blip"]])
+            verdict = _only_blip(values, [interval(results, p) for p in c["blip"]])
         else:
             clip = _cell(results, c["clip"])
             verdict, test = _judged(c, results, adjusted)
