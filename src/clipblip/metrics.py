@@ -36,9 +36,13 @@ def retrieval_recall(sim, text_to_image, ks=(1, 5, 10)) -> dict:
     top K texts; images without a text (distractors) count for t2i only. K above the gallery size is clipped.
     Ties count against the model (a constant matrix scores R@1 = 0, not 1), so a degenerate model cannot look good.
     """
+    return recall_at(retrieval_ranks(sim, text_to_image), ks)
+
+
+def recall_at(ranks: dict, ks=(1, 5, 10)) -> dict:
+    """`retrieval_recall` from the ranks `retrieval_ranks` gave (computed once, read by several consumers)."""
     if any(int(k) < 1 for k in ks):
         raise ClipBlipError(f"retrieval_recall: every K must be >= 1, got {tuple(ks)}.")
-    ranks = retrieval_ranks(sim, text_to_image)
     n_texts, n_images = ranks["shape"]
     return {"t2i": _recall_at(ranks["t2i"], ks, n_images), "i2t": _recall_at(ranks["i2t"], ks, n_texts)}
 

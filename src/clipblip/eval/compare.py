@@ -39,16 +39,17 @@ def _embed(model, recs: list[dict], texts: list[str]):
     return image_features(model, [r["image"] for r in recs])[0], text_features(model, texts)
 
 
-def _scored(recall: dict, items: dict) -> dict:
-    return {**recall, "ci": U.retrieval_ci(items), "items": items}
+def _scored(ranks: dict, owner: list[int]) -> dict:
+    """R@1/5/10 both ways from each query's rank, with their intervals and the per-query items."""
+    items = U.retrieval_items(ranks, owner)
+    return {**metrics.recall_at(ranks), "ci": U.retrieval_ci(items), "items": items}
 
 
 def retrieval(model, recs: list[dict]) -> dict:
     """R@1/5/10 in both directions over every caption of every image, in the joint space."""
     texts, owner = _flat_captions(recs)
     img, txt = _embed(model, recs, texts)
-    sim = txt @ img.t()
-    return _scored(metrics.retrieval_recall(sim, owner), U.retrieval_items(metrics.retrieval_ranks(sim, owner), owner))
+    return _scored(metrics.retrieval_ranks(txt @ img.t(), owner), owner)
 
 
 def _reranked(sim: torch.Tensor, ranked: list[list[tuple[int, float]]], transpose: bool) -> torch.Tensor:
@@ -70,9 +71,9 @@ def retrieval_itm(blip, recs: list[dict]) -> dict:
     i2t = rerank_image_to_text(blip, tokens, img, texts, top_k=SHORTLIST, shortlist=SHORTLIST)
     t2i_scores = _reranked(sim, t2i, transpose=False)
     i2t_scores = _reranked(sim, i2t, transpose=True)
-    ranks = {**metrics.retrieval_ranks(i2t_scores, owner), "t2i": metrics.retrieval_ranks(t2i_scores, owner)["t2i"]}
-    return _scored({"t2i": metrics.retrieval_recall(t2i_scores, owner)["t2i"],
-                    "i2t": metrics.retrieval_recall(i2t_scores, owner)["i2t"]}, U.retrieval_items(ranks, owner))
+    # each direction ranked by its own reranked scores
+    return _scored({**metrics.retrieval_ranks(i2t_scores, owner),
+                    "t2i": metrics.retrieval_ranks(t2i_scores, owner)["t2i"]}, owner)
 
 
 def _probe_pairs(recs: list[dict]) -> list[tuple[int, str, str, str]]:
@@ -118,8 +119,9 @@ def heldout(model, recs: list[dict], itm: bool = False) -> dict:
     """Colour-shape pairs never seen in training: the probe and text-to-image R@1 on test_heldout."""
     probe = compositional_itm(model, recs) if itm else compositional(model, recs)
     rec = retrieval_itm(model, recs) if itm else retrieval(model, recs)
-    items = {"compositional": probe["items"], "retrieval": rec["items"]}
-    return {"compositional": probe["all"], "t2i_r1": rec["t2i"]["r1"], "ci": U.heldout_ci(items), "items": items}
+    return {"compositional": probe["all"], "t2i_r1": rec["t2i"]["r1"],
+            "ci": {"compositional": probe["ci"]["all"], "t2i_r1": rec["ci"]["t2i"]["r1"]},
+            "items": {"compositional": probe["items"], "retrieval": rec["items"]}}
 
 
 def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:

@@ -1,11 +1,11 @@
-"""What each of compare's numbers is worth: 95% intervals from the per-item outcomes behind a rate, and the paired
-test of a CLIP-vs-BLIP difference on the same items.
+"""What each of compare's numbers is worth: 95% intervals from the per-item outcomes behind a rate, and the paired test
+of a CLIP-vs-BLIP difference on the same items.
 
-A section keeps its per-item outcomes under "items" (benchmark moves them out of results.json); `intervals` gives the
-"ci" tree beside its numbers, `paired` the test of one pair of numbers. Intervals: Wilson for proportions of
-independent items (zero-shot, probe pairs, VQA, facts), bootstrap over images for R@K, BLEU and CIDEr (captions of
-one image are not independent). Tests: exact McNemar for paired right/wrong outcomes, paired bootstrap over images
-for R@K.
+A section keeps its per-item outcomes under "items" (benchmark moves them out of results.json); the `*_ci` functions
+give the "ci" tree beside its numbers, `paired` the test of one pair of numbers. Intervals: Wilson for proportions
+of independent items (zero-shot, probe pairs, VQA, facts), bootstrap over images for R@K, BLEU and CIDEr (captions
+of one image are not independent). Tests: exact McNemar for paired right/wrong outcomes, paired bootstrap over
+images for R@K.
 """
 
 from __future__ import annotations
@@ -58,11 +58,6 @@ def probe_ci(items: dict) -> dict:
 
 def zero_shot_ci(items: dict) -> dict:
     return {kind: _wilson(right) for kind, right in items.items()}
-
-
-def heldout_ci(items: dict) -> dict:
-    return {"compositional": probe_ci(items["compositional"])["all"],
-            "t2i_r1": retrieval_ci(items["retrieval"], ks=(1,))["t2i"]["r1"]}
 
 
 # ---------------------------------------------------------------------------------------------------- captions, VQA
