@@ -41,7 +41,9 @@ def test_schema(family, clip, blip, images):
     params = list(model.parameters())
     assert out["params"] == sum(p.numel() for p in params) and out["param_bytes"] == 4 * out["params"]  # fp32
     assert out["peak_activation_mb"] > 0
-    assert set(out["flops"]) == ({"image", "text", "itm_pair"} if itm else {"image", "text"})
+    assert set(out["flops"]) == ({"image", "text", "itm_pair", "pair"} if itm else {"image", "text", "pair"})
+    f = out["flops"]
+    assert f["pair"] == f["image"] + (f["itm_pair"] if itm else f["text"])
     assert all(isinstance(v, int) and v > 0 for v in out["flops"].values())
     assert out["flops"] == cost.flops(model, model.preprocess(images), MEDIAN, itm)  # the median caption's
     _timing(out["encode_image"], 2)

@@ -44,13 +44,9 @@ def targets(results: dict) -> list[dict]:
 
 
 def cost(model, recs: list[dict], blip: bool) -> dict:
-    """The cost model (eval/cost.py) on up to 64 test images and their captions, plus the FLOPs to score one new
-    pair from raw inputs: an image and a text encoded (CLIP, BLIP ITC) or an image and one ITM pass (BLIP)."""
+    """The cost model (eval/cost.py) on up to 64 test images and their captions."""
     images, texts = [r["image"] for r in recs[:64]], [c for r in recs[:64] for c in r["captions"]][:256]
-    out = measure(model, images, texts, itm=blip)
-    flops = out["flops"]
-    flops["pair"] = flops["image"] + (flops["itm_pair"] if blip else flops["text"])
-    return out
+    return measure(model, images, texts, itm=blip)
 
 
 def paired_tests(items: dict) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numbers
 
 from .. import stats
-from ..stats import holm
 
 KINDS = ("shape", "color", "count")
 EDITS = ("attribute_swap", "relation_swap", "count_change", "color_change")
@@ -152,7 +151,7 @@ def interval(results: dict, path: tuple):
 def _outcome(rule: str, a, b, test: dict | None, p: float | None) -> tuple[str, str]:
     """("for" | "against" | "ns", what decided it) for one pair of numbers under a claim's rule."""
     if is_timing(a) and is_timing(b):
-        if a["min"] <= b["max"] and b["min"] <= a["max"]:
+        if stats.spreads_overlap(a, b):
             return "ns", f"spreads overlap ({a['n']} and {b['n']} runs)"
         if max(a["median"], b["median"]) < (1 + TIME_FLOOR) * min(a["median"], b["median"]):
             return "ns", f"medians within {TIME_FLOOR:.0%}"
@@ -209,7 +208,7 @@ def adjusted_p(results: dict) -> dict[str, float]:
     tests = results.get("tests") or {}
     keys = [k for k in (test_key(c, b) for c, b in paired_measures()) if k in tests]
     keys = list(dict.fromkeys(keys))
-    return dict(zip(keys, holm([tests[k]["p"] for k in keys])))
+    return dict(zip(keys, stats.holm([tests[k]["p"] for k in keys])))
 
 
 def _judged(c: dict, results: dict, adjusted: dict) -> tuple[str, str]:

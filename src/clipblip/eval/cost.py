@@ -141,15 +141,17 @@ def _median_text(model, texts: list[str]) -> str:
 
 @torch.inference_mode()
 def flops(model, pixels: torch.Tensor, text: str, itm: bool) -> dict:
-    """{"image", "text", "itm_pair" (itm)}: `count_flops` of one image (pixels[0]), one text, and one ITM pair
-    (the fusion encoder over the text with the image's tokens: their cross-attention keys/values and the ITM head
-    included, the image's encoding not)."""
+    """{"image", "text", "itm_pair" (itm), "pair"}: `count_flops` of one image (pixels[0]), one text, and one ITM
+    pair (the fusion encoder over the text with the image's tokens: their cross-attention keys/values and the ITM
+    head included, the image's encoding not); "pair" is what scoring one new pair from raw inputs takes: the image
+    and the text encoded (the dot product aside), or with itm the image and one ITM pass."""
     one, dev = pixels[:1].to(model.device), model.device
     out = {"image": count_flops(lambda: model.encode_image(one)),
            "text": count_flops(lambda: model.encode_text(model.tokenize([text]).to(dev)))}
     if itm:
         tokens, ids = model.image_tokens(one), model.tokenize([text], first="enc").to(dev)
         out["itm_pair"] = count_flops(lambda: model.itm_logits(ids, model.image_kv(tokens)))
+    out["pair"] = out["image"] + out["itm_pair" if itm else "text"]
     return out
 
 
@@ -201,7 +203,7 @@ def measure(model, images: list, texts: list[str], *, itm: bool, sizes=(1000, 10
 
     {"params", "param_bytes" (parameters only, each shared one once; buffers not counted), "peak_activation_mb"
     (`activation_bytes` of 32 images + 32 texts (+ their 32 ITM pairs), this model alone; None off CPU and
-    CUDA), "flops": {"image", "text" (the caption of median token count), "itm_pair" (itm)}, "encode_image" and
+    CUDA), "flops": {"image", "text" (the caption of median token count), "itm_pair" (itm), "pair"}, "encode_image" and
     "encode_text": per item, the forward alone over a batch of the (up to 64) images or texts, inputs prepared,
     "query": {str(N): {"itc", "itm_K" per K in ks (itm)}}: one query (`query`, the median caption) over a gallery
     of N rows, the images' precomputed features tiled to N rows (and for the rerank their image tokens, row r
