@@ -5,7 +5,7 @@
 # RUN_DIR/binding.json, RUN_DIR/binding.md (the report section) and RUN_DIR/log.txt; with OUT set, an archive of
 # them (no checkpoints, no models) for the device tool to bring back.
 #   scripts/binding_gpu.sh [RUN_DIR]          (default runs/binding-gpu)
-#   Env: PY (default .venv/bin/python), DEVICE (default cuda), EXTRA (python: fields of BindingConfig to replace,
+#   Env: PY (default .venv/bin/python), DEVICE (default cuda), EXTRA (key=value pairs, JSON values: fields of BindingConfig to replace,
 #   e.g. "steps=2, eval_n=4" for a dry run on the CPU), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true; nproc; } > "$run_dir/machine.txt"
 $PY - "$run_dir" "${DEVICE:-cuda}" "${EXTRA:-}" <<'PY' 2>&1 | tee -a "$run_dir/log.txt"
 import dataclasses
+import json
 import sys
 
 from clipblip.eval.binding_blocks import section
@@ -23,7 +24,14 @@ from clipblip.eval.render import to_markdown
 from clipblip.experiments.binding import full, run
 
 out, device, extra = sys.argv[1], sys.argv[2], sys.argv[3]
-cfg = dataclasses.replace(full(), device=device, **(eval(f"dict({extra})") if extra else {}))
+# EXTRA is data, "steps=2, eval_n=4": key=value pairs, each value JSON (never evaluated as Python)
+fields = {}
+for item in filter(None, (part.strip() for part in extra.split(","))):
+    key, sep, value = item.partition("=")
+    if not sep:
+        sys.exit(f"binding_gpu.sh: EXTRA item {item!r} is not key=value (e.g. EXTRA='steps=2, eval_n=4')")
+    fields[key.strip()] = json.loads(value)
+cfg = dataclasses.replace(full(), device=device, **fields)
 results = run(out, cfg)
 with open(f"{out}/binding.md", "w") as f:
     f.write(to_markdown(section(results)))
