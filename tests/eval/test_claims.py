@@ -90,6 +90,11 @@ def test_only_blip_needs_the_interval_above_zero():
     results["captioning"]["blip"]["ci"]["cider"] = [0.0, 1.5]
     assert _claim(results, "generates captions")["verdict"] == "not supported"
     assert _claim({}, "generates captions")["verdict"] == "not measured"
+    # CapFilt's R@1 gain: a positive gain whose interval reaches below 0 does not support the claim
+    capfilt = {"capfilt": {"blip": {"r1_gain": 0.02, "gap_closed": 0.3, "ci": {"r1_gain": [-0.01, 0.05]}}}}
+    assert _claim(capfilt, "CapFilt")["verdict"] == "not supported"
+    capfilt["capfilt"]["blip"]["ci"]["r1_gain"] = [0.004, 0.05]
+    assert _claim(capfilt, "CapFilt")["verdict"] == "supported"
 
 
 def test_cells_show_each_number_with_its_interval():

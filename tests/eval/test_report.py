@@ -57,12 +57,17 @@ def _results():
                     "filter": {"all": {"precision": 0.861, "recall": 0.902, "clean_removed": 0.147, "roc_auc": 0.953,
                                        "n": 1503},
                                "wrong": {"precision": 0.771, "recall": 0.993, "clean_removed": 0.147,
-                                         "roc_auc": 0.998, "n": 748}},
+                                         "roc_auc": 0.998, "n": 748,
+                                         "ci": {"precision": [0.743, 0.797], "recall": [0.984, 0.997],
+                                                "clean_removed": [0.128, 0.168]}}},
                     "scores": {"noisy": {"t2i_r1": 0.104, "zs_shape": 0.351, "zs_color": 0.602, "zs_count": 0.412},
                                "capfilt": {"t2i_r1": 0.156, "zs_shape": 0.433, "zs_color": 0.784, "zs_count": 0.455},
                                "clean": {"t2i_r1": 0.181, "zs_shape": 0.472, "zs_color": 0.823, "zs_count": 0.468}},
                     "gap_closed": {"t2i_r1": 0.675, "zs_shape": 0.678, "zs_color": 0.824, "zs_count": 0.768},
-                    "blip": {"r1_gain": 0.052, "gap_closed": 0.675}},
+                    "ci": {"capfilt": {"t2i_r1": [0.126, 0.191]}, "gap_closed": {"zs_color": [0.612, 1.043]}},
+                    "blip": {"r1_gain": 0.052, "gap_closed": 0.675, "ci": {"r1_gain": [0.021, 0.083]},
+                             "test": {"method": "exact McNemar", "n": 500, "unit": "queries", "only_noisy": 12,
+                                      "only_capfilt": 38, "p": 0.00026}}},
         "targets": [{"name": "BLIP ITM beats CLIP on the probe", "target": "≥ 70%", "value": 0.768, "met": True,
                      "ci": [0.731, 0.801]},
                     {"name": "CLIP encodes fast", "target": "> 1000 images/s", "value": 812.4, "met": False},
@@ -135,8 +140,14 @@ def test_every_number_of_results_appears_formatted(written):
             assert _expected(key, v) in md, (section, key, v)
     for key, v in _numbers({k: results["capfilt"][k] for k in ("scores", "gap_closed")}):
         assert _expected(key, v) in md, ("capfilt", key, v)
-    assert "| wrong | 77.1% | 99.3% | 14.7% | 0.998 | 748 |" in md  # the filter's removal quality per noise type
-    assert "+5.2% / 67.5%" in md  # the claims row: R@1 gain (signed) and the share of the gap closed
+    # the filter's removal quality per noise type, its shares with their intervals
+    assert "| wrong | 77.1% (74.3%–79.7%) | 99.3% (98.4%–99.7%) | 14.7% (12.8%–16.8%) | 0.998 | 748 |" in md
+    assert "| capfilt | 15.6% (12.6%–19.1%) | 43.3% | 78.4% | 45.5% |" in md  # a score, and one without an interval
+    assert "| gap closed | 67.5% | 67.8% | 82.4% (61.2%–104.3%) | 76.8% |" in md
+    assert "gain of CapFilt's corpus over the noisy one: +5.2% (+2.1%–+8.3%)" in md and "p = 0.00026" in md
+    # the claims row: R@1 gain (signed, with its interval) and the share of the gap closed; the gain's interval
+    # lies above 0
+    assert "+5.2% (+2.1%–+8.3%) / 67.5% | interval above 0 | supported |" in md
     assert "98.7%" in md and "34.5" in md and "1.234" in md and "151.3M" in md
     assert "| 76.8% (73.1%–80.1%) | met |" in md and "| 812.4 | missed |" in md  # "%" goal: a percentage
     assert "| 18.7% | met |" in md and "| — | not measured |" in md  # "points" is a percentage too

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import clipblip
-from clipblip.experiments.capfilt_gain import METRICS, GainConfig, run
+from clipblip.experiments.capfilt_gain import METRICS, GainConfig, run, uncertainty
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,43 @@ def test_gain_experiment_end_to_end_under_inference_mode(blip, tmp_path):
     assert set(r["scores"]) == {"noisy", "capfilt", "clean"}
     assert all(0 <= r["scores"][c][m] <= 1 for c in r["scores"] for m in METRICS)
     assert r["filter"]["wrong"]["n"] > 0 and 0 <= r["threshold"] <= 1
-    assert r["blip"]["r1_gain"] == r["scores"]["capfilt"]["t2i_r1"] - r["scores"]["noisy"]["t2i_r1"]
+    assert r["blip"]["r1_gain"] == pytest.approx(r["scores"]["capfilt"]["t2i_r1"] - r["scores"]["noisy"]["t2i_r1"])
+    assert all(lo <= r["scores"][c][m] <= hi for c in r["scores"] for m in METRICS for lo, hi in [r["ci"][c][m]])
+    assert r["blip"]["test"]["n"] == cfg.eval_n and len(r["blip"]["ci"]["r1_gain"]) == 2
+    assert all(0 <= lo <= hi <= 1 for lo, hi in [r["filter"]["wrong"]["ci"]["recall"]])
     models = {c: (tmp_path / f"train-{c}" / "model" / "model.safetensors").stat().st_mtime_ns for c in r["scores"]}
     again = run(tmp_path, blip, cfg, progress=False)
     assert again["scores"] == r["scores"]
     assert all((tmp_path / f"train-{c}" / "model" / "model.safetensors").stat().st_mtime_ns == t
                for c, t in models.items())
+
+
+def _outcomes(right: dict[str, int], n: int = 10) -> dict[str, list[bool]]:
+    """Per metric, the first `right[m]` of n items right (the same items for every corpus: nested successes)."""
+    return {m: [i < right.get(m, 0) for i in range(n)] for m in METRICS}
+
+
+def test_uncertainty_by_hand():
+    """Worked by hand on 10 items: noisy gets items 0-1 right, CapFilt 0-5, clean 0-7 on R@1.
+    Scores 20% / 60% / 80%; gap closed (0.6 - 0.2) / (0.8 - 0.2) = 2/3; the gain +40 points rests on 4 queries
+    only CapFilt gets right and none only noisy does: exact McNemar p = 2 * 0.5^4 = 0.125. Wilson(6, 10) =
+    (31.27%, 83.18%). With zero-shot colour equal on all three corpora the gap is undefined, its interval too."""
+    items = {"noisy": _outcomes({"t2i_r1": 2, "zs_color": 5, "zs_count": 2}),
+             "capfilt": _outcomes({"t2i_r1": 6, "zs_color": 5, "zs_count": 3}),
+             "clean": _outcomes({"t2i_r1": 8, "zs_color": 5, "zs_count": 3})}
+    u = uncertainty(items)
+    assert [u["scores"][c]["t2i_r1"] for c in ("noisy", "capfilt", "clean")] == [0.2, 0.6, 0.8]
+    assert u["ci"]["capfilt"]["t2i_r1"] == pytest.approx([0.3127, 0.8318], abs=1e-4)
+    assert u["gap_closed"]["t2i_r1"] == pytest.approx(2 / 3) and u["blip"]["gap_closed"] == pytest.approx(2 / 3)
+    assert u["blip"]["r1_gain"] == pytest.approx(0.4)
+    t = u["blip"]["test"]
+    assert (t["n"], t["only_noisy"], t["only_capfilt"], t["p"]) == (10, 0, 4, pytest.approx(0.125))
+    lo, hi = u["blip"]["ci"]["r1_gain"]  # every resample keeps noisy <= capfilt (nested successes): gain >= 0
+    assert 0 <= lo < 0.4 < hi <= 1
+    assert u["gap_closed"]["zs_color"] is None and u["ci"]["gap_closed"]["zs_color"] is None
+    # zero-shot count: clean beats noisy on one item of 10, so the gap (1/1) is defined but a resample without that
+    # item (0.9^10 = 35% of them) leaves it undefined, and the interval None
+    assert u["gap_closed"]["zs_count"] == 1.0 and u["ci"]["gap_closed"]["zs_count"] is None
+    wide = {c: _outcomes({"t2i_r1": k}, n=400) for c, k in (("noisy", 80), ("capfilt", 240), ("clean", 320))}
+    lo, hi = uncertainty(wide)["ci"]["gap_closed"]["t2i_r1"]
+    assert lo < 2 / 3 < hi and hi - lo < 0.3

@@ -3,7 +3,7 @@ classification with prompt ensembles in the world's own grammar, and the splits'
 
 from __future__ import annotations
 
-from ..metrics import accuracy, retrieval_recall
+from ..metrics import accuracy, retrieval_ranks
 from ..tasks.inputs import image_features, text_features
 from ..tasks.zeroshot import class_embeddings
 from .shapes import COLORS, NUMBERS, SHAPES
@@ -48,8 +48,14 @@ def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:
             for kind, right in zero_shot_outcomes(model, single, scenes).items()}
 
 
-def recall_at_1(model, scenes: list[dict]) -> float:
-    """Text-to-image R@1 with each scene's first caption (the quick figure training logs)."""
+def t2i_hits(model, scenes: list[dict]) -> list[bool]:
+    """Per scene, whether its first caption retrieves it first among the scenes (text-to-image R@1's outcomes)."""
     img = image_features(model, [s["image"] for s in scenes])[0]
     txt = text_features(model, [s["caption"] for s in scenes])
-    return retrieval_recall(txt @ img.t(), list(range(len(scenes))), ks=(1,))["t2i"]["r1"]
+    return (retrieval_ranks(txt @ img.t(), list(range(len(scenes))))["t2i"] == 0).tolist()
+
+
+def recall_at_1(model, scenes: list[dict]) -> float:
+    """Text-to-image R@1 with each scene's first caption (the quick figure training logs)."""
+    hits = t2i_hits(model, scenes)
+    return accuracy(hits, [True] * len(hits))

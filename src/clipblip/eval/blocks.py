@@ -174,17 +174,28 @@ def _capfilt_section(c: dict) -> list[Block]:
         cols = (("precision", "precision"), ("recall", "recall"), ("clean removed", "clean_removed"),
                 ("ROC AUC", "roc_auc"), ("n", "n"))
         out += [Paragraph("Removing noisy original captions, per noise type (each type against the clean captions)."),
-                Table(["noise"] + [h for h, _ in cols], [[k] + [fmt(key, q[k].get(key)) for _, key in cols]
-                                                          for k in kinds])]
+                Table(["noise"] + [h for h, _ in cols],
+                      [[k] + [fmt_ci(key, q[k].get(key), lookup(q, k, "ci", key)) for _, key in cols]
+                       for k in kinds])]
     scores = c.get("scores") or {}
     if scores:
         budget = f"{s.get('steps')} steps x {s.get('batch_size')}"
-        rows = [[name] + [fmt(key, lookup(scores, name, key)) for _, key in CAPFILT_METRICS] for name in scores]
-        rows.append(["gap closed"] + [fmt(key, lookup(c, "gap_closed", key)) for _, key in CAPFILT_METRICS])
+        rows = [[name] + [fmt_ci(key, lookup(scores, name, key), lookup(c, "ci", name, key))
+                          for _, key in CAPFILT_METRICS] for name in scores]
+        rows.append(["gap closed"] + [fmt_ci(key, lookup(c, "gap_closed", key), lookup(c, "ci", "gap_closed", key))
+                                      for _, key in CAPFILT_METRICS])
         out += [Paragraph(f"A shapes-clip model trained on each corpus ({budget} samples), on the clean test split. "
-                          "gap closed = (capfilt - noisy) / (clean - noisy); — where clean beats noisy by less than 2 "
-                          "points."),
+                          "95% intervals: Wilson for the scores (independent test items), a bootstrap over the test "
+                          "items for the gap closed = (capfilt - noisy) / (clean - noisy); — where clean beats noisy "
+                          "by less than 2 points (for the interval: in any resample)."),
                 Table(["corpus"] + [h for h, _ in CAPFILT_METRICS], rows)]
+        gain, test = lookup(c, "blip", "r1_gain"), lookup(c, "blip", "test") or {}
+        if gain is not None and test:
+            out.append(Paragraph(f"t2i R@1 gain of CapFilt's corpus over the noisy one: "
+                                 f"{fmt_ci('r1_gain', gain, lookup(c, 'blip', 'ci', 'r1_gain'))} (paired bootstrap "
+                                 f"over the {test['n']} queries); {test['method']} p = {test['p']:.2g} "
+                                 f"({test['only_capfilt']} queries right only with CapFilt, {test['only_noisy']} "
+                                 "only without)."))
     if c.get("plot_file"):
         out.append(Image(c["plot_file"], "CapFilt scores and ROC/PR", "plot"))
     return out

@@ -7,19 +7,27 @@ the clean Shapes test split.
            small labelled web set of other images;
 - clean:   the same images with true captions (the world's noise-free captions): the ceiling.
 
-gap closed = (capfilt - noisy) / (clean - noisy), per metric. Every stage writes under `out` and is skipped
-when its output is already there, so a killed run resumes (training resumes from its checkpoints).
+gap closed = (capfilt - noisy) / (clean - noisy), per metric. Every rate carries a 95% interval: Wilson for the
+filter's shares and each CLIP's scores (independent test items), a bootstrap over the test items for the gap
+closed and a paired one for the R@1 gain (all three CLIPs are scored on the same items). Every stage writes under
+`out` and is skipped when its output is already there, so a killed run resumes (training resumes from its
+checkpoints).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
+from .. import stats
 from ..errors import ClipBlipError
 
 METRICS = ("t2i_r1", "zs_shape", "zs_color", "zs_count")
+N_BOOT = 1000
 
 
 @dataclass
@@ -79,13 +87,40 @@ def train_on(data: Path, out: Path, cfg: GainConfig):
     return load(out / "model", device="cpu", precision="fp32")  # evaluated as it was trained
 
 
-def evaluate(model, cfg: GainConfig) -> dict:
-    from ..data.shapes_eval import recall_at_1, records, zero_shot
+def outcomes(model, cfg: GainConfig) -> dict[str, list[bool]]:
+    """Per metric, the right/wrong outcome of each test item (a scene's caption retrieving it first; an image
+    classified zero-shot): every corpus's CLIP is scored on the same items, so differences are paired."""
+    from ..data.shapes_eval import records, t2i_hits, zero_shot_outcomes
 
     scenes = records("test", cfg.eval_n, cfg.seed)
     single = records("test", cfg.eval_n, cfg.seed, n_objects=1)
-    zs = zero_shot(model, single, scenes)
-    return {"t2i_r1": recall_at_1(model, scenes), **{f"zs_{k}": v for k, v in zs.items()}}
+    zs = zero_shot_outcomes(model, single, scenes)
+    return {"t2i_r1": t2i_hits(model, scenes), **{f"zs_{k}": v for k, v in zs.items()}}
+
+
+def uncertainty(items: dict[str, dict[str, list[bool]]]) -> dict:
+    """From each corpus's outcomes: the scores, their Wilson intervals, the gap closed per metric with a bootstrap
+    interval (the three CLIPs' items resampled together), and CapFilt's R@1 gain over the noisy corpus with a paired
+    bootstrap interval and exact McNemar test."""
+    scores = {c: {m: float(np.mean(v)) for m, v in out.items()} for c, out in items.items()}
+    ci = {c: {m: list(stats.wilson(int(np.sum(v)), len(v))) for m, v in out.items()} for c, out in items.items()}
+    gap, ci["gap_closed"] = {}, {}
+    for m in METRICS:
+        noisy, capfilt, clean = (np.asarray(items[c][m], dtype=float) for c in ("noisy", "capfilt", "clean"))
+        gap[m] = _closed(noisy.mean(), capfilt.mean(), clean.mean())
+        lo, hi = stats.bootstrap(lambda idx: _closed(noisy[idx].mean(), capfilt[idx].mean(), clean[idx].mean(),
+                                                     undefined=math.nan), len(noisy), n_boot=N_BOOT)
+        # a resample where clean does not beat noisy leaves the ratio undefined, and the interval with it
+        ci["gap_closed"][m] = None if gap[m] is None or math.isnan(lo) else [lo, hi]
+    noisy, capfilt = (np.asarray(items[c]["t2i_r1"], dtype=float) for c in ("noisy", "capfilt"))
+    gain = stats.paired_bootstrap(lambda idx: noisy[idx].mean(), lambda idx: capfilt[idx].mean(), len(noisy),
+                                  n_boot=N_BOOT)
+    test = stats.mcnemar(noisy.astype(bool), capfilt.astype(bool))
+    blip = {"r1_gain": gain["diff"], "gap_closed": gap["t2i_r1"],
+            "ci": {"r1_gain": list(gain["ci"]), "gap_closed": ci["gap_closed"]["t2i_r1"]},
+            "test": {"method": "exact McNemar", "n": test["n"], "unit": "queries", "only_noisy": test["only_a"],
+                     "only_capfilt": test["only_b"], "p": test["p"]}}
+    return {"scores": scores, "ci": ci, "gap_closed": gap, "blip": blip}
 
 
 def run(out, blip, cfg: GainConfig | None = None, progress: bool = True) -> dict:
@@ -100,19 +135,15 @@ def run(out, blip, cfg: GainConfig | None = None, progress: bool = True) -> dict
         raise ClipBlipError(f"{out} holds a CapFilt experiment with other settings; use another output folder")
     settings.write_text(json.dumps(asdict(cfg), indent=2))
     paths, summary = corpora(out, cfg, blip, progress)
-    scores = {}
+    items = {}
     for name, data in paths.items():
         model = train_on(data, out / f"train-{name}", cfg)
         with torch.inference_mode():
-            scores[name] = evaluate(model.eval(), cfg)
-    gap = {m: _closed(scores["noisy"][m], scores["capfilt"][m], scores["clean"][m]) for m in METRICS}
-    kept = summary["kept"]
-    results = {"settings": asdict(cfg), "scores": scores, "gap_closed": gap,
+            items[name] = outcomes(model.eval(), cfg)
+    results = {"settings": asdict(cfg), **uncertainty(items),
                "filter": summary.get("filter_quality"), "threshold": summary["threshold"],
-               "kept": kept, "dropped": summary["dropped"],
+               "kept": summary["kept"], "dropped": summary["dropped"],
                "images_without_captions": summary["images_without_captions"],
-               "blip": {"r1_gain": scores["capfilt"]["t2i_r1"] - scores["noisy"]["t2i_r1"],
-                        "gap_closed": gap["t2i_r1"]},
                "plot": str(out / "capfilt" / "scores.png")}
     (out / "gain.json").write_text(json.dumps(results, indent=2))
     return results
@@ -121,6 +152,7 @@ def run(out, blip, cfg: GainConfig | None = None, progress: bool = True) -> dict
 MIN_GAP = 0.02  # below 2 points between clean and noisy, the ratio is noise over noise
 
 
-def _closed(noisy: float, capfilt: float, clean: float) -> float | None:
-    """Share of the noisy-to-clean gap that CapFilt closes (None when clean is not clearly better than noisy)."""
-    return (capfilt - noisy) / (clean - noisy) if clean - noisy >= MIN_GAP else None
+def _closed(noisy: float, capfilt: float, clean: float, undefined=None):
+    """Share of the noisy-to-clean gap that CapFilt closes (`undefined` when clean is not clearly better than
+    noisy)."""
+    return float((capfilt - noisy) / (clean - noisy)) if clean - noisy >= MIN_GAP else undefined
