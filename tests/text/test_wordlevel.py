@@ -47,6 +47,20 @@ def test_blip_rows_first_token_and_padding():
         tok("a", first="sep")
 
 
+def test_each_punctuation_mark_is_a_word_so_generated_text_reads_back_as_it_was_written():
+    """A decoder can emit "." then ",": decode writes "square.," and encoding it again must give both marks, not
+    one unknown ".," (as `tokenizers`' Whitespace, which keeps runs of punctuation together, read it)."""
+    vocab = full_vocab(WORDS + [","], BERT_SPECIALS)
+    tok = BlipWordTokenizer(vocab, max_length=12)
+    ids = [vocab.index(w) for w in ("a", "blue", "square", ".", ",", "a", "red", "circle", ".", ".")]
+    text = tok.decode(ids)
+    assert text == "a blue square., a red circle.."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VocabularyWarning)
+        assert tok.encode(text) == ids
+    assert tok.unknown_words("a red circle?!") == ["!"]
+
+
 def test_vocab_must_start_with_the_specials():
     with pytest.raises(ClipBlipError, match="must start with"):
         ClipWordTokenizer(("a", "b"))

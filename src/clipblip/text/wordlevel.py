@@ -4,7 +4,7 @@ A model trained on a small closed language does not need 49k BPE or 30k WordPiec
 output layers: with a vocabulary of ~100 words the shipped tiny models are a few MB and the LM softmax is ~300x
 cheaper. The vocabulary is a config field (saved in config.json), so a checkpoint stays self-contained.
 
-Texts are lowercased, split on whitespace and punctuation (`tokenizers`' Whitespace: `\\w+|[^\\w\\s]+`); a word
+Texts are lowercased, split into words and single punctuation marks (`\\w+|[^\\w\\s]`); a word
 outside the vocabulary becomes [UNK]. The special ids come first, in a fixed order per family (`CLIP_SPECIALS`,
 `BERT_SPECIALS`), so the config's special-token ids follow from the vocabulary (`clip_ids`, `bert_ids`).
 The two classes have the call signatures of ClipTokenizer and BlipTokenizer, so every task works unchanged.
@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 
 from clipblip.errors import ClipBlipError, VocabularyWarning
@@ -60,7 +60,9 @@ def _backend(vocab: tuple[str, ...], unk: str) -> Tokenizer:
         raise ClipBlipError("the word vocabulary has duplicate entries")
     tok = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=unk))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    # words, and each punctuation mark on its own: `tokenizers`' Whitespace keeps a run such as ".," together, so
+    # a generated "hexagon . ," decoded to "hexagon.," would read back as one unknown word
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), behavior="removed", invert=True)
     return tok
 
 
