@@ -140,6 +140,24 @@ def test_dataset_captions_and_fields_land_in_the_metadata(tmp_path, clip):
     assert (hit.caption, hit.meta["source"], hit.meta["record"]) == ("caption 2", "unit", "2")
 
 
+def test_names_and_captions_that_are_not_utf8_are_skipped_and_reported(tmp_path, clip):
+    """A file name with byte 0xff reaches Python with a lone surrogate, as does a JSON caption "\\udcff"; SQLite
+    refused both with a UnicodeEncodeError that ended the build."""
+    import os
+
+    folder = tmp_path / "imgs"
+    good = write_shapes(folder, 0, 3, captions=False)
+    bad = folder / os.fsdecode(b"scene\xff.png")
+    good[0].rename(bad)
+    r = build(folder, tmp_path / "ix", "shapes-clip")
+    assert r.count == 2 and [(i.endswith("scene\\udcff.png"), "not valid UTF-8" in why) for i, why in r.skipped.items] \
+        == [(True, True)]
+    lines = [{"image": f"imgs/{good[1].name}", "caption": "a \udcff"}, {"image": f"imgs/{good[2].name}", "caption": "a circle"}]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    r = build(tmp_path / "data.jsonl", tmp_path / "ix2", "shapes-clip")
+    assert r.count == 1 and [i.endswith(good[1].name) for i, _ in r.skipped.items] == [True]
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_every_kind_searches_and_deletes(tmp_path, clip, kind):
     folder = tmp_path / "images"

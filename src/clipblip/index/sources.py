@@ -50,7 +50,8 @@ def image_items(source, *, format: str | None = None, image_root=None, skipped: 
     if not path.exists() and "{" not in str(source):  # shard patterns (a-{000..009}.tar) are not paths
         raise ClipBlipError(f"{source}: no such file or directory")
     if path.is_dir() and format is None and infer_format(path) == "folder":
-        return [Item(str(p.absolute()), str(p.absolute()), sidecar_caption(p)) for p in find_images(path)]
+        found = [Item(str(p.absolute()), str(p.absolute()), sidecar_caption(p)) for p in find_images(path)]
+        return _storable(found, skipped)
     ds = open_dataset(source, format=format, image_root=image_root)
     items, seen = [], set()
     for rec in ds:
@@ -59,7 +60,26 @@ def image_items(source, *, format: str | None = None, image_root=None, skipped: 
             seen.add(item.key)
             items.append(item)
     skipped.items += ds.rejects.items
-    return items
+    return _storable(items, skipped)
+
+
+def _storable(items: list[Item], skipped: Skipped) -> list[Item]:
+    """The items whose name and caption are text the index can store; the others are skipped, with why. A file
+    name that is not valid UTF-8 reaches Python as a string with lone surrogates (so does a JSON "\\udcff"),
+    which SQLite refuses."""
+    keep = []
+    for it in items:
+        try:
+            for text in (it.key, it.path, it.caption):
+                if text is not None:
+                    text.encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.add(it.key.encode("utf-8", "backslashreplace").decode(),
+                        "its name or caption is not valid UTF-8 text, which the index stores: rename the file "
+                        "(or fix the caption)")
+            continue
+        keep.append(it)
+    return keep
 
 
 def text_items(path) -> list[Item]:
