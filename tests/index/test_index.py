@@ -152,7 +152,8 @@ def test_names_and_captions_that_are_not_utf8_are_skipped_and_reported(tmp_path,
     r = build(folder, tmp_path / "ix", "shapes-clip")
     assert r.count == 2 and [(i.endswith("scene\\udcff.png"), "not valid UTF-8" in why) for i, why in r.skipped.items] \
         == [(True, True)]
-    lines = [{"image": f"imgs/{good[1].name}", "caption": "a \udcff"}, {"image": f"imgs/{good[2].name}", "caption": "a circle"}]
+    lines = [{"image": f"imgs/{good[1].name}", "caption": "a \udcff"},
+             {"image": f"imgs/{good[2].name}", "caption": "a circle"}]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     r = build(tmp_path / "data.jsonl", tmp_path / "ix2", "shapes-clip")
     assert r.count == 1 and [i.endswith(good[1].name) for i, _ in r.skipped.items] == [True]
