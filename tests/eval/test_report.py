@@ -64,10 +64,13 @@ def _results():
                                "capfilt": {"t2i_r1": 0.156, "zs_shape": 0.433, "zs_color": 0.784, "zs_count": 0.455},
                                "clean": {"t2i_r1": 0.181, "zs_shape": 0.472, "zs_color": 0.823, "zs_count": 0.468}},
                     "gap_closed": {"t2i_r1": 0.675, "zs_shape": 0.678, "zs_color": 0.824, "zs_count": 0.768},
-                    "ci": {"capfilt": {"t2i_r1": [0.126, 0.191]}, "gap_closed": {"zs_color": [0.612, 1.043]}},
-                    "blip": {"r1_gain": 0.052, "gap_closed": 0.675, "ci": {"r1_gain": [0.021, 0.083]},
-                             "test": {"method": "exact McNemar", "n": 500, "unit": "queries", "only_noisy": 12,
-                                      "only_capfilt": 38, "p": 0.00026}}},
+                    "ci": {"capfilt": {"t2i_r1": [0.126, 0.191]},
+                           "gap_closed": {"zs_color": [0.612, 1.043], "zs_shape": None}},
+                    "blip": {"r1_gain": 0.052, "gap_closed": 0.675, "ci": {"r1_gain": [0.021, 0.083]}},
+                    "tests": [{"metric": "t2i_r1", "against": "noisy", "n": 500, "diff": 0.052, "only_other": 12,
+                               "only_capfilt": 38, "p": 0.00026, "p_holm": 0.00052},
+                              {"metric": "t2i_r1", "against": "clean", "n": 500, "diff": -0.025, "only_other": 20,
+                               "only_capfilt": 7, "p": 0.019, "p_holm": 0.019}]},
         "targets": [{"name": "BLIP ITM beats CLIP on the probe", "target": "≥ 70%", "value": 0.768, "met": True,
                      "ci": [0.731, 0.801]},
                     {"name": "CLIP encodes fast", "target": "> 1000 images/s", "value": 812.4, "met": False},
@@ -143,8 +146,11 @@ def test_every_number_of_results_appears_formatted(written):
     # the filter's removal quality per noise type, its shares with their intervals
     assert "| wrong | 77.1% (74.3%–79.7%) | 99.3% (98.4%–99.7%) | 14.7% (12.8%–16.8%) | 0.998 | 748 |" in md
     assert "| capfilt | 15.6% (12.6%–19.1%) | 43.3% | 78.4% | 45.5% |" in md  # a score, and one without an interval
-    assert "| gap closed | 67.5% | 67.8% | 82.4% (61.2%–104.3%) | 76.8% |" in md
-    assert "gain of CapFilt's corpus over the noisy one: +5.2% (+2.1%–+8.3%)" in md and "p = 0.00026" in md
+    # the gap: with its interval, unbounded (its interval sought, and None), and without an interval tree
+    assert "| gap closed | 67.5% | 67.8% (unbounded) | 82.4% (61.2%–104.3%) | 76.8% |" in md
+    assert "gain of CapFilt's corpus over the noisy one: +5.2% (+2.1%–+8.3%)" in md
+    assert "| noisy corpus | +5.2%, p = 0.00052 | — | — | — |" in md  # the Holm-corrected p
+    assert "| clean corpus | -2.5%, p = 0.019 | — | — | — |" in md
     # the claims row: R@1 gain (signed, with its interval) and the share of the gap closed; the gain's interval
     # lies above 0
     assert "+5.2% (+2.1%–+8.3%) / 67.5% | interval above 0 | supported |" in md

@@ -23,7 +23,7 @@ def test_gain_experiment_end_to_end_under_inference_mode(blip, tmp_path):
     assert r["filter"]["wrong"]["n"] > 0 and 0 <= r["threshold"] <= 1
     assert r["blip"]["r1_gain"] == pytest.approx(r["scores"]["capfilt"]["t2i_r1"] - r["scores"]["noisy"]["t2i_r1"])
     assert all(lo <= r["scores"][c][m] <= hi for c in r["scores"] for m in METRICS for lo, hi in [r["ci"][c][m]])
-    assert r["blip"]["test"]["n"] == cfg.eval_n and len(r["blip"]["ci"]["r1_gain"]) == 2
+    assert {t["n"] for t in r["tests"]} == {cfg.eval_n} and len(r["blip"]["ci"]["r1_gain"]) == 2
     assert all(0 <= lo <= hi <= 1 for lo, hi in [r["filter"]["wrong"]["ci"]["recall"]])
     models = {c: (tmp_path / f"train-{c}" / "model" / "model.safetensors").stat().st_mtime_ns for c in r["scores"]}
     again = run(tmp_path, blip, cfg, progress=False)
@@ -50,8 +50,15 @@ def test_uncertainty_by_hand():
     assert u["ci"]["capfilt"]["t2i_r1"] == pytest.approx([0.3127, 0.8318], abs=1e-4)
     assert u["gap_closed"]["t2i_r1"] == pytest.approx(2 / 3) and u["blip"]["gap_closed"] == pytest.approx(2 / 3)
     assert u["blip"]["r1_gain"] == pytest.approx(0.4)
-    t = u["blip"]["test"]
-    assert (t["n"], t["only_noisy"], t["only_capfilt"], t["p"]) == (10, 0, 4, pytest.approx(0.125))
+    # McNemar against noisy: 4 right only with CapFilt, none only without; against clean: 2 only with clean,
+    # p = 2 * 0.5^2 = 0.5. Holm over the 8 tests: the smallest p (0.125) times 8 is 1.
+    t = {(x["metric"], x["against"]): x for x in u["tests"]}
+    assert len(u["tests"]) == 8
+    r1 = t["t2i_r1", "noisy"]
+    assert (r1["n"], r1["only_other"], r1["only_capfilt"], r1["p"]) == (10, 0, 4, pytest.approx(0.125))
+    assert r1["diff"] == pytest.approx(0.4) and r1["p_holm"] == 1.0
+    assert (t["t2i_r1", "clean"]["only_other"], t["t2i_r1", "clean"]["p"]) == (2, pytest.approx(0.5))
+    assert t["zs_color", "clean"]["p"] == 1.0  # no discordant items
     lo, hi = u["blip"]["ci"]["r1_gain"]  # every resample keeps noisy <= capfilt (nested successes): gain >= 0
     assert 0 <= lo < 0.4 < hi <= 1
     assert u["gap_closed"]["zs_color"] is None and u["ci"]["gap_closed"]["zs_color"] is None

@@ -182,23 +182,39 @@ def _capfilt_section(c: dict) -> list[Block]:
         budget = f"{s.get('steps')} steps x {s.get('batch_size')}"
         rows = [[name] + [fmt_ci(key, lookup(scores, name, key), lookup(c, "ci", name, key))
                           for _, key in CAPFILT_METRICS] for name in scores]
-        rows.append(["gap closed"] + [fmt_ci(key, lookup(c, "gap_closed", key), lookup(c, "ci", "gap_closed", key))
-                                      for _, key in CAPFILT_METRICS])
+        rows.append(["gap closed"] + [_gap_cell(c, key) for _, key in CAPFILT_METRICS])
         out += [Paragraph(f"A shapes-clip model trained on each corpus ({budget} samples), on the clean test split. "
                           "95% intervals: Wilson for the scores (independent test items), a bootstrap over the test "
-                          "items for the gap closed = (capfilt - noisy) / (clean - noisy); — where clean beats noisy "
-                          "by less than 2 points (for the interval: in any resample)."),
+                          "items for the gap closed = (capfilt - noisy) / (clean - noisy). The gap is undefined (—) "
+                          "where clean beats noisy by less than 2 points, and its interval unbounded where some "
+                          "resample does."),
                 Table(["corpus"] + [h for h, _ in CAPFILT_METRICS], rows)]
-        gain, test = lookup(c, "blip", "r1_gain"), lookup(c, "blip", "test") or {}
-        if gain is not None and test:
-            out.append(Paragraph(f"t2i R@1 gain of CapFilt's corpus over the noisy one: "
-                                 f"{fmt_ci('r1_gain', gain, lookup(c, 'blip', 'ci', 'r1_gain'))} (paired bootstrap "
-                                 f"over the {test['n']} queries); {test['method']} p = {test['p']:.2g} "
-                                 f"({test['only_capfilt']} queries right only with CapFilt, {test['only_noisy']} "
-                                 "only without)."))
+    out += _capfilt_tests(c)
     if c.get("plot_file"):
         out.append(Image(c["plot_file"], "CapFilt scores and ROC/PR", "plot"))
     return out
+
+
+def _gap_cell(c: dict, key: str) -> str:
+    gap, cis = lookup(c, "gap_closed", key), lookup(c, "ci", "gap_closed") or {}
+    if gap is not None and key in cis and cis[key] is None:  # its interval was sought, and has no bound
+        return f"{fmt(key, gap)} (unbounded)"
+    return fmt_ci(key, gap, cis.get(key))
+
+
+def _capfilt_tests(c: dict) -> list[Block]:
+    """The R@1 gain with its interval, and CapFilt's CLIP tested against the noisy and the clean corpus's."""
+    tests, gain = c.get("tests") or [], lookup(c, "blip", "r1_gain")
+    if not tests or gain is None:
+        return []
+    cells = {(t["against"], t["metric"]): f"{fmt('r1_gain', t['diff'])}, p = {t['p_holm']:.2g}" for t in tests}
+    return [Paragraph(f"t2i R@1 gain of CapFilt's corpus over the noisy one: "
+                      f"{fmt_ci('r1_gain', gain, lookup(c, 'blip', 'ci', 'r1_gain'))} (paired bootstrap over the "
+                      f"{tests[0]['n']} queries). CapFilt's CLIP against the others on the same test items: its "
+                      "score minus theirs, exact McNemar p Holm-corrected over the table."),
+            Table(["CapFilt against"] + [h for h, _ in CAPFILT_METRICS],
+                  [[f"{other} corpus"] + [cells.get((other, key), "—") for _, key in CAPFILT_METRICS]
+                   for other in ("noisy", "clean")])]
 
 
 # The task sections in the report's order: (results key, builder of its blocks from results[key]).
