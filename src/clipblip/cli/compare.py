@@ -101,7 +101,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="runs/compare", help="folder for report.md, report.html, results.json and "
                    "the example images")
     p.add_argument("--capfilt", nargs="?", const="", metavar="DIR",
-                   help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 35 min on "
+                   help="also measure CapFilt: train CLIP on noisy, CapFilt and clean web corpora (about 20 min on "
                         "a 2-core CPU; resumable; kept in DIR, default OUT/capfilt) and add its section")
     p.add_argument("--binding", nargs="?", const="", metavar="DIR",
                    help="also run the binding experiment: fine-tune five arms from the shipped models (CLIP and BLIP, "
