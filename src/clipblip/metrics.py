@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from .errors import ClipBlipError
-from .stats import wilson
 
 
 def _require_pairs(a, b, what: str) -> None:
@@ -254,8 +253,8 @@ def accuracy(pred, truth) -> float:
 
 def filter_quality(labelled, threshold: float) -> dict | None:
     """How well CapFilt's filter removes noisy originals, from (ITM score, noise label) pairs: removal precision and
-    recall overall and per noise type (each type against the clean captions) with their Wilson intervals ("ci"),
-    and ROC/PR curves with AUC. "Positive" is a noisy caption; the filter removes a caption when its score is below
+    recall overall and per noise type (each type against the clean captions) with the counts behind them, and ROC/PR
+    curves with AUC. "Positive" is a noisy caption; the filter removes a caption when its score is below
     `threshold`."""
     if not labelled:
         return None
@@ -277,9 +276,7 @@ def _removal(scores, noisy, clean, threshold) -> dict:
     fpr, tpr, prec, rec = curves(scores[noisy | clean], noisy[noisy | clean])
     n_noisy, n_clean = int(noisy.sum()), int(clean.sum())
     return {"n": n_noisy, "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / n_noisy,
-            "clean_removed": fp / n_clean,
-            "ci": {"precision": list(wilson(tp, tp + fp)) if tp + fp else None, "recall": list(wilson(tp, n_noisy)),
-                   "clean_removed": list(wilson(fp, n_clean))},
+            "clean_removed": fp / n_clean, "counts": {"noisy_removed": tp, "clean_removed": fp, "clean": n_clean},
             "roc_auc": float(np.trapezoid(tpr, fpr)),
             "pr_auc": float(np.trapezoid(prec, rec)),
             "roc": {"fpr": _thin(fpr), "tpr": _thin(tpr)}, "pr": {"recall": _thin(rec), "precision": _thin(prec)}}

@@ -14,7 +14,7 @@ import pytest
 
 import clipblip
 from clipblip.cli import main
-from clipblip.data.capfilt import capfilt
+from clipblip.data.capfilt import capfilt, with_intervals
 from clipblip.data.readers import open_dataset
 from clipblip.metrics import calibrate, curves, filter_quality
 from clipblip.tasks.capfilt import CapFiltConfig
@@ -88,6 +88,11 @@ def test_curves_and_quality_by_hand():
     assert q["all"]["precision"] == pytest.approx(2 / 3) and q["all"]["recall"] == 1.0
     assert q["all"]["clean_removed"] == pytest.approx(1 / 3)
     assert q["wrong"]["precision"] == pytest.approx(1 / 2) and q["wrong"]["recall"] == 1.0
+    # the Wilson intervals of those shares: precision 2 of 3 removed, recall 2 of 2, clean removed 1 of 3
+    ci = with_intervals(q)["all"]["ci"]
+    assert ci["precision"] == pytest.approx([0.2077, 0.9385], abs=1e-4)
+    assert ci["recall"] == pytest.approx([0.3424, 1], abs=1e-4)
+    assert ci["clean_removed"] == pytest.approx([0.0615, 0.7923], abs=1e-4)
     fpr, tpr, prec, rec = curves(scores, np.array([lab != "clean" for lab in labels]))
     # lowest first: wrong(+), clean, partial(+), clean, clean
     assert tpr.tolist() == [0, 0.5, 0.5, 1, 1, 1] and fpr.tolist() == pytest.approx([0, 0, 1 / 3, 1 / 3, 2 / 3, 1])

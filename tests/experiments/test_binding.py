@@ -90,8 +90,10 @@ def test_section_renders_the_numbers(done):
     _, r = done
     md = to_markdown(section(r))
     d = r["arms"]["D"]["probe"]["test"]["blip_itm"]["per_type"]["attribute_swap"]
-    assert f"{100 * d['acc']:.1f}%" in md and "D (ITM) vs B (CLIP)" in md
+    assert f"{100 * d['acc']:.1f}% ({100 * d['ci'][0]:.1f}%–{100 * d['ci'][1]:.1f}%)" in md  # as the report writes it
+    assert "D (ITM) vs B (CLIP)" in md
     assert "attribute swap" in md and "held-out" in md and r["date"] in md
     t = r["question"][0]
-    assert f"{100 * t['diff']:+.1f}" in md and t["verdict"] in md
+    lo, hi = t["diff_ci"]
+    assert f"{100 * t['diff']:+.1f}% ({100 * lo:+.1f}%–{100 * hi:+.1f}%)" in md and t["verdict"] in md
     assert section(None) == [] and section({}) == []

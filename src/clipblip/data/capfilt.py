@@ -30,6 +30,7 @@ from ..extras import require
 from ..files import atomic_write, write_atomic
 from ..jobs import ordered_map
 from ..metrics import filter_quality
+from ..stats import wilson
 from ..tasks.capfilt import CapFiltConfig, filter_records, labelled, originals
 from ..tasks.caption import require_blip
 from .readers import decode, open_dataset
@@ -190,10 +191,23 @@ def merge_parts(out: Path, n_parts: int, cfg: CapFiltConfig) -> dict:
     summary = stats.summary(cfg)
     quality = filter_quality(stats.labelled, cfg.threshold)
     if quality:
-        summary["filter_quality"] = quality
+        summary["filter_quality"] = with_intervals(quality)
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     plot_scores(stats, quality, out / "scores.png", cfg.threshold)
     return summary
+
+
+def with_intervals(quality: dict) -> dict:
+    """metrics.filter_quality's result with a 95% Wilson interval ("ci") beside each removal share of each kind."""
+    out = dict(quality)
+    for kind, q in quality.items():
+        if isinstance(q, dict) and "counts" in q:
+            c = q["counts"]
+            removed = c["noisy_removed"] + c["clean_removed"]
+            out[kind] = {**q, "ci": {"precision": list(wilson(c["noisy_removed"], removed)) if removed else None,
+                                     "recall": list(wilson(c["noisy_removed"], q["n"])),
+                                     "clean_removed": list(wilson(c["clean_removed"], c["clean"]))}}
+    return out
 
 
 class _Stats:

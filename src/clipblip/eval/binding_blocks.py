@@ -8,6 +8,7 @@ the answer to the section's question.
 from __future__ import annotations
 
 from .blocks import Block, Heading, Paragraph, Table
+from .claims import fmt_ci
 
 TITLE = "Binding: do minimal-edit negatives teach fusion to bind?"
 TYPES = (("attribute swap", "attribute_swap"), ("relation swap", "relation_swap"), ("count", "count_change"),
@@ -23,7 +24,13 @@ def pct(x) -> str:
 
 
 def _with_ci(x, ci) -> str:
-    return f"{pct(x)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if x is not None and ci else pct(x)
+    """"52.0% (48.7%–55.3%)", as the rest of the report writes a rate with its interval."""
+    return pct(x) if x is None else fmt_ci("acc", x, ci)
+
+
+def _diff(t: dict) -> str:
+    """b - a in points with its paired bootstrap interval, "+0.8% (-3.9%–+5.3%)"."""
+    return fmt_ci("diff", t["diff"], t["diff_ci"])
 
 
 def _share(s: dict) -> str:
@@ -78,7 +85,7 @@ def _costs(r: dict) -> list[Block]:
 def _tests(r: dict) -> list[Block]:
     names = dict(TYPES)
     rows = [[t["name"], t["split"], next(h for h, k in names.items() if k == t["type"]), pct(t["a_acc"]),
-             pct(t["b_acc"]), f"{100 * t['diff']:+.1f} [{100 * t['diff_ci'][0]:+.1f}, {100 * t['diff_ci'][1]:+.1f}]",
+             pct(t["b_acc"]), _diff(t),
              _p(t["p"]), _p(t["p_holm"]), t["verdict"]] for t in r["tests"]]
     return [Heading("Paired tests", 3),
             Paragraph(f"Exact McNemar on the same caption-negative pairs; the hypothesis is that b binds better "
@@ -94,8 +101,7 @@ def _answer(r: dict) -> list[Block]:
         if t["type"] == "attribute_swap":
             lines.append(f"On attribute swaps ({SPLIT_NAMES.get(t['split'], t['split'])}), BLIP ITM with minimal-edit "
                          f"negatives (D) scores {pct(t['b_acc'])} and CLIP with the same negatives (B) "
-                         f"{pct(t['a_acc'])}: {100 * t['diff']:+.1f} points "
-                         f"[{100 * t['diff_ci'][0]:+.1f}, {100 * t['diff_ci'][1]:+.1f}], p (Holm) = {_p(t['p_holm'])}: "
+                         f"{pct(t['a_acc'])}: {_diff(t)}, p (Holm) = {_p(t['p_holm'])}: "
                          f"{t['verdict']}.")
     g = r["goal"]
     lines.append(f"Goal (BLIP ITM >= {pct(g['target'])} on attribute swaps with minimal-edit negatives, test split): "

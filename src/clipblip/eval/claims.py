@@ -100,8 +100,8 @@ def lookup(d, *keys):
     return d
 
 
-FORMATS = {"n": "{:.0f}", "n_images": "{:.0f}", "cider": "{:.3f}", "r1_gain": "{:+.1%}", "roc_auc": "{:.3f}",
-           "peak_activation_mb": "{:.1f} MB"}
+FORMATS = {"n": "{:.0f}", "n_images": "{:.0f}", "cider": "{:.3f}", "r1_gain": "{:+.1%}", "diff": "{:+.1%}",
+           "roc_auc": "{:.3f}", "peak_activation_mb": "{:.1f} MB"}
 FLOP_KEYS = ("image", "text", "pair", "itm_pair")  # the keys of results["cost"][path]["flops"]
 
 
