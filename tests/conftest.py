@@ -78,3 +78,19 @@ def tiny_blip_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_blip")
     clipblip.save(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_clip_dir):
+    """The tiny CLIP, loaded once per test module."""
+    import clipblip
+
+    return clipblip.load(tiny_clip_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tiny_blip_dir):
+    """The tiny BLIP, loaded once per test module."""
+    import clipblip
+
+    return clipblip.load(tiny_blip_dir)

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import clipblip
 from clipblip.errors import ClipBlipError
 from clipblip.eval import cost
 
@@ -20,23 +19,13 @@ def images():
     return [Image.new("RGB", (40 + 5 * i, 36), c) for i, c in enumerate(COLOURS)]
 
 
-@pytest.fixture(scope="module")
-def clip(tiny_clip_dir):
-    return clipblip.load(tiny_clip_dir)
-
-
-@pytest.fixture(scope="module")
-def blip(tiny_blip_dir):
-    return clipblip.load(tiny_blip_dir)
-
-
 def _timing(t: dict, repeat: int) -> None:
     assert t["n"] == repeat == len(t["runs"]) and 0 < t["min"] <= t["median"] <= t["max"]
 
 
 @pytest.mark.parametrize("family", ["clip", "blip"])
-def test_schema(family, clip, blip, images):
-    model, itm = (clip, False) if family == "clip" else (blip, True)
+def test_schema(family, tiny_clip, tiny_blip, images):
+    model, itm = (tiny_clip, False) if family == "clip" else (tiny_blip, True)
     out = cost.measure(model, images, TEXTS, itm=itm, sizes=(50, 300), repeat=2)
     params = list(model.parameters())
     assert out["params"] == sum(p.numel() for p in params) and out["param_bytes"] == 4 * out["params"]  # fp32
@@ -58,12 +47,12 @@ def test_schema(family, clip, blip, images):
         _timing(t, 2)
 
 
-def test_itm_needs_blip(clip, images):
+def test_itm_needs_blip(tiny_clip, images):
     with pytest.raises(ClipBlipError, match="BLIP"):
-        cost.measure(clip, images, TEXTS, itm=True)
+        cost.measure(tiny_clip, images, TEXTS, itm=True)
 
 
-def test_image_flops_by_hand(clip):
+def test_image_flops_by_hand(tiny_clip):
     # tiny_clip_dir's ViT: 32x32 pixels, 8x8 patches -> 16 patches + class token = L 17 tokens of W 32, 4 heads,
     # MLP 64, 2 blocks, projection to 16. FLOPs = 2 per multiply-add:
     #   patch embedding (conv): 16 patches x 32 outputs x (3 x 8 x 8) inputs x 2            = 196,608
@@ -72,14 +61,14 @@ def test_image_flops_by_hand(clip):
     #   block 2 (the class token alone leaves it): q 2*32*32 = 2,048; kv 2*17*32*64 = 69,632;
     #     attention 2 x 2*1*17*32 = 2,176; out proj 2,048; MLP 2 x 2*32*64 = 8,192             =  84,096
     #   projection 2*32*16                                                                     =   1,024
-    px = clip.preprocess([Image.new("RGB", (32, 32), "red")])
-    assert cost.flops(clip, px, "a red circle", itm=False)["image"] == 196_608 + 315_520 + 84_096 + 1_024
+    px = tiny_clip.preprocess([Image.new("RGB", (32, 32), "red")])
+    assert cost.flops(tiny_clip, px, "a red circle", itm=False)["image"] == 196_608 + 315_520 + 84_096 + 1_024
 
 
-def test_text_and_itm_flops_grow_with_length(blip):
-    px = blip.preprocess([Image.new("RGB", (32, 32), "red")])
-    short = cost.flops(blip, px, "a red circle", itm=True)
-    long = cost.flops(blip, px, "a red circle above a large blue square on the left of two crosses", itm=True)
+def test_text_and_itm_flops_grow_with_length(tiny_blip):
+    px = tiny_blip.preprocess([Image.new("RGB", (32, 32), "red")])
+    short = cost.flops(tiny_blip, px, "a red circle", itm=True)
+    long = cost.flops(tiny_blip, px, "a red circle above a large blue square on the left of two crosses", itm=True)
     assert short["image"] == long["image"]
     assert long["text"] > short["text"] and long["itm_pair"] > short["itm_pair"] > 0
 
@@ -96,28 +85,28 @@ def test_peak_bytes_finds_a_known_allocation():
     assert cost.peak_bytes(work, "cpu") == pytest.approx(8 * mib, abs=mib // 4)
 
 
-def test_peak_activation_grows_with_the_batch(blip, images):
-    px = blip.preprocess(images)
-    small = cost.activation_bytes(blip, px, TEXTS, itm=True, batch=4)
-    large = cost.activation_bytes(blip, px, TEXTS, itm=True, batch=32)
+def test_peak_activation_grows_with_the_batch(tiny_blip, images):
+    px = tiny_blip.preprocess(images)
+    small = cost.activation_bytes(tiny_blip, px, TEXTS, itm=True, batch=4)
+    large = cost.activation_bytes(tiny_blip, px, TEXTS, itm=True, batch=32)
     assert 0 < small < large
 
 
-def test_itm_query_is_ordered_and_scored_as_itm_plus_itc(blip, images):
-    px = blip.preprocess(images)
+def test_itm_query_is_ordered_and_scored_as_itm_plus_itc(tiny_blip, images):
+    px = tiny_blip.preprocess(images)
     with torch.inference_mode():
-        feats = F.normalize(blip.encode_image(px), dim=-1)
-        tokens = blip.image_tokens(px)
+        feats = F.normalize(tiny_blip.encode_image(px), dim=-1)
+        tokens = tiny_blip.image_tokens(px)
     gallery = feats[torch.arange(300) % len(feats)]
     text = TEXTS[1]
-    got = cost.query(blip, text, gallery, tokens, k=128, top=128)
+    got = cost.query(tiny_blip, text, gallery, tokens, k=128, top=128)
     rows, scores = [r for r, _ in got], [s for _, s in got]
     assert len(got) == 128 and len(set(rows)) == 128 and scores == sorted(scores, reverse=True)
     with torch.inference_mode():
-        q = F.normalize(blip.encode_text(blip.tokenize([text])), dim=-1)[0]
+        q = F.normalize(tiny_blip.encode_text(tiny_blip.tokenize([text])), dim=-1)[0]
         sims = gallery @ q
         assert set(rows) == set(sims.topk(128).indices.tolist())  # the rerank keeps the ITC shortlist
-        ids = blip.tokenize([text], first="enc")
+        ids = tiny_blip.tokenize([text], first="enc")
         r = torch.tensor(rows[:5])
-        want = blip.itm_logits(ids.expand(5, -1), blip.image_kv(tokens[r % len(tokens)]))[:, 1] + sims[r]
+        want = tiny_blip.itm_logits(ids.expand(5, -1), tiny_blip.image_kv(tokens[r % len(tokens)]))[:, 1] + sims[r]
     assert scores[:5] == pytest.approx(want.tolist(), abs=1e-4)

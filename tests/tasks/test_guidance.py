@@ -16,17 +16,12 @@ PROMPT = "a red star above a blue circle."
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_clip_dir):
-    return clipblip.load(tiny_clip_dir)
-
-
-@pytest.fixture(scope="module")
 def shapes_clip():
     return clipblip.load("shapes-clip")
 
 
-def test_normalize_equals_preprocess(clip, shapes_clip):
-    for model in (clip, shapes_clip):
+def test_normalize_equals_preprocess(tiny_clip, shapes_clip):
+    for model in (tiny_clip, shapes_clip):
         s = model.preprocess.size
         x = torch.rand(1, 3, s, s)
         x = (x * 255).round() / 255  # exactly representable as uint8
@@ -41,21 +36,21 @@ def test_cutouts_shape_and_full_view():
     torch.testing.assert_close(full, x)  # the whole image at its own size: unchanged
 
 
-def test_guidance_loss_is_differentiable_and_falls(clip):
+def test_guidance_loss_is_differentiable_and_falls(tiny_clip):
     x = torch.full((1, 3, 32, 32), 0.5, requires_grad=True)
-    loss = guidance_loss(clip, x, "a red square", cutn=4, generator=torch.Generator().manual_seed(0))
+    loss = guidance_loss(tiny_clip, x, "a red square", cutn=4, generator=torch.Generator().manual_seed(0))
     assert loss.dim() == 0 and 0 <= loss.item() <= 2
     loss.backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
     def fixed_loss(img):  # the same cutouts and augmentations each time
-        return guidance_loss(clip, img, "a red square", cutn=4, generator=torch.Generator().manual_seed(1))
+        return guidance_loss(tiny_clip, img, "a red square", cutn=4, generator=torch.Generator().manual_seed(1))
 
     logits = torch.zeros(1, 3, 32, 32, requires_grad=True)
     opt = torch.optim.Adam([logits], lr=0.1)
     before = fixed_loss(torch.sigmoid(logits)).item()
     for step in range(5):
-        loss = guidance_loss(clip, torch.sigmoid(logits), "a red square", cutn=4,
+        loss = guidance_loss(tiny_clip, torch.sigmoid(logits), "a red square", cutn=4,
                              generator=torch.Generator().manual_seed(step))
         opt.zero_grad()
         loss.backward()
@@ -63,16 +58,16 @@ def test_guidance_loss_is_differentiable_and_falls(clip):
     assert fixed_loss(torch.sigmoid(logits)).item() < before - 0.01
 
 
-def test_guidance_loss_without_augmentation_is_hand_cosine_distance(clip):
+def test_guidance_loss_without_augmentation_is_hand_cosine_distance(tiny_clip):
     x = torch.rand(2, 3, 32, 32)
     texts = ["a red square", "blue"]
-    loss = guidance_loss(clip, x, texts, cutn=1, min_scale=1.0, noise=0.0, jitter=0.0)
+    loss = guidance_loss(tiny_clip, x, texts, cutn=1, min_scale=1.0, noise=0.0, jitter=0.0)
     with torch.no_grad():
-        img = torch.nn.functional.normalize(clip.encode_image(normalize(clip, x)), dim=-1)
-        txt = torch.nn.functional.normalize(clip.encode_text(clip.tokenize(texts)), dim=-1)
+        img = torch.nn.functional.normalize(tiny_clip.encode_image(normalize(tiny_clip, x)), dim=-1)
+        txt = torch.nn.functional.normalize(tiny_clip.encode_text(tiny_clip.tokenize(texts)), dim=-1)
     assert loss.item() == pytest.approx((1 - (img * txt).sum(-1)).mean().item(), abs=1e-5)
     with pytest.raises(ClipBlipError, match="one text or one per image"):
-        guidance_loss(clip, x, ["a", "b", "c"])
+        guidance_loss(tiny_clip, x, ["a", "b", "c"])
 
 
 @pytest.mark.parametrize("param", list(PARAMS))

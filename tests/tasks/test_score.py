@@ -14,16 +14,6 @@ from clipblip.tasks.score import read_pairs, score_pairs
 TEXTS = ["a red square", "a green circle", "blue", "yellow star", "white", "black night"]
 
 
-@pytest.fixture(scope="module")
-def clip(tiny_clip_dir):
-    return clipblip.load(tiny_clip_dir)
-
-
-@pytest.fixture(scope="module")
-def blip(tiny_blip_dir):
-    return clipblip.load(tiny_blip_dir)
-
-
 def _images(folder):
     return sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png") and p.name != "broken.jpg")
 
@@ -40,43 +30,43 @@ def _cos(a, b):
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
-def test_clipscore_is_w_times_clipped_cosine(clip, image_folder):
+def test_clipscore_is_w_times_clipped_cosine(tiny_clip, image_folder):
     images = _images(image_folder)
-    img, txt = _raw(clip, images, TEXTS)
+    img, txt = _raw(tiny_clip, images, TEXTS)
     cos = _cos(img, txt)
     assert (cos < 0).any() and (cos > 0).any()  # the clipping at 0 is exercised
     for w in (2.5, 1.0):
-        got = clipblip.clipscore(clip, images, TEXTS, w=w).numpy()
+        got = clipblip.clipscore(tiny_clip, images, TEXTS, w=w).numpy()
         np.testing.assert_allclose(got, w * np.maximum(cos, 0), atol=1e-5)
-    one = clipblip.clipscore(clip, images[0], TEXTS[0])
+    one = clipblip.clipscore(tiny_clip, images[0], TEXTS[0])
     assert isinstance(one, float) and one == pytest.approx(2.5 * max(cos[0], 0), abs=1e-5)
 
 
-def test_refclipscore_is_harmonic_mean_with_best_reference(clip, image_folder):
+def test_refclipscore_is_harmonic_mean_with_best_reference(tiny_clip, image_folder):
     images = _images(image_folder)[:3]
     texts = TEXTS[:3]
     refs = [["a red box", "red", "a blue star"], ["green"], ["a blue sky", "blue water"]]
-    img, txt = _raw(clip, images, texts)
+    img, txt = _raw(tiny_clip, images, texts)
     clip_part = 2.5 * np.maximum(_cos(img, txt), 0)
     expected = []
     for i, r in enumerate(refs):
-        _, ref_emb = _raw(clip, images[:1], r)
+        _, ref_emb = _raw(tiny_clip, images[:1], r)
         ref_part = max(_cos(txt[i][None], ref_emb).max(), 0)
         total = clip_part[i] + ref_part
         expected.append(0.0 if total == 0 else 2 * clip_part[i] * ref_part / total)
-    got = clipblip.refclipscore(clip, images, texts, refs).numpy()
+    got = clipblip.refclipscore(tiny_clip, images, texts, refs).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert clipblip.refclipscore(clip, images[0], texts[0], refs[0]) == pytest.approx(expected[0], abs=1e-5)
+    assert clipblip.refclipscore(tiny_clip, images[0], texts[0], refs[0]) == pytest.approx(expected[0], abs=1e-5)
     with pytest.raises(ClipBlipError, match="references"):
-        clipblip.refclipscore(clip, images, texts, [["x"], [], ["y"]])
+        clipblip.refclipscore(tiny_clip, images, texts, [["x"], [], ["y"]])
 
 
-def test_clipscore_counts_must_match(clip, image_folder):
+def test_clipscore_counts_must_match(tiny_clip, image_folder):
     with pytest.raises(ClipBlipError, match="pairs"):
-        clipblip.clipscore(clip, _images(image_folder)[:2], TEXTS[:3])
+        clipblip.clipscore(tiny_clip, _images(image_folder)[:2], TEXTS[:3])
 
 
-def test_set_from_jsonl_skips_bad_rows_and_images(clip, image_folder, tmp_path):
+def test_set_from_jsonl_skips_bad_rows_and_images(tiny_clip, image_folder, tmp_path):
     images = _images(image_folder)[:3]
     lines = [json.dumps({"image": str(images[0]), "prompt": TEXTS[0], "references": ["red", "a box"]}),
              json.dumps({"image": str(images[1]), "caption": TEXTS[1]}),
@@ -87,18 +77,18 @@ def test_set_from_jsonl_skips_bad_rows_and_images(clip, image_folder, tmp_path):
     (tmp_path / "set.jsonl").write_text("\n".join(lines))
     pairs, skipped = read_pairs(tmp_path / "set.jsonl")
     assert len(pairs) == 4 and len(skipped) == 2
-    result = score_pairs(clip, pairs, skipped=skipped)
+    result = score_pairs(tiny_clip, pairs, skipped=skipped)
     assert result["n"] == 3 and len(skipped) == 3 and "broken.jpg" in skipped.items[-1][0]
     per = [it["clipscore"] for it in result["items"]]
-    expected = clipblip.clipscore(clip, [images[0], images[1], images[2]], [TEXTS[0], TEXTS[1], TEXTS[2]])
+    expected = clipblip.clipscore(tiny_clip, [images[0], images[1], images[2]], [TEXTS[0], TEXTS[1], TEXTS[2]])
     np.testing.assert_allclose(per, expected.numpy(), atol=1e-6)
     assert result["clipscore"] == pytest.approx(np.mean(per))
-    ref = clipblip.refclipscore(clip, images[0], TEXTS[0], ["red", "a box"])
+    ref = clipblip.refclipscore(tiny_clip, images[0], TEXTS[0], ["red", "a box"])
     assert result["items"][0]["refclipscore"] == pytest.approx(ref, abs=1e-6)
     assert result["refclipscore"] == pytest.approx(ref, abs=1e-6) and "refclipscore" not in result["items"][1]
 
 
-def test_set_from_csv_and_folder(clip, image_folder, tmp_path):
+def test_set_from_csv_and_folder(tiny_clip, image_folder, tmp_path):
     images = _images(image_folder)[:2]
     (tmp_path / "set.csv").write_text(f"image,prompt,references\n{images[0]},{TEXTS[0]},red|a box\n"
                                       f"{images[1].name},{TEXTS[1]},\n")
@@ -115,27 +105,27 @@ def test_set_from_csv_and_folder(clip, image_folder, tmp_path):
     assert [(p.text, p.references) for p in pairs] == [(TEXTS[0], ["red"])] and len(skipped) == 1
 
 
-def test_rerank_by_clip_sorts_by_hand_cosine(clip, image_folder):
+def test_rerank_by_clip_sorts_by_hand_cosine(tiny_clip, image_folder):
     images = _images(image_folder)
-    img, txt = _raw(clip, images, ["a red square"])
+    img, txt = _raw(tiny_clip, images, ["a red square"])
     cos = _cos(img, txt)
-    ranked = clipblip.rerank(clip, "a red square", images)
+    ranked = clipblip.rerank(tiny_clip, "a red square", images)
     assert [i for i, _ in ranked] == list(np.argsort(-cos))
     np.testing.assert_allclose([s for _, s in ranked], np.sort(cos)[::-1], atol=1e-5)
-    assert len(clipblip.rerank(clip, "a red square", images, top_k=2)) == 2
+    assert len(clipblip.rerank(tiny_clip, "a red square", images, top_k=2)) == 2
 
 
-def test_rerank_by_itm_sorts_by_match_probability(blip, image_folder):
+def test_rerank_by_itm_sorts_by_match_probability(tiny_blip, image_folder):
     images = _images(image_folder)
-    probs = clipblip.match(blip, images, ["a red square"])[:, 0].numpy()
-    ranked = clipblip.rerank(blip, "a red square", images, by="itm")
+    probs = clipblip.match(tiny_blip, images, ["a red square"])[:, 0].numpy()
+    ranked = clipblip.rerank(tiny_blip, "a red square", images, by="itm")
     assert [i for i, _ in ranked] == list(np.argsort(-probs, kind="stable"))
     np.testing.assert_allclose([s for _, s in ranked], np.sort(probs)[::-1], atol=1e-5)
 
 
-def test_rerank_itm_needs_blip(clip, image_folder):
+def test_rerank_itm_needs_blip(tiny_clip, image_folder):
     with pytest.raises(ClipBlipError, match="BLIP"):
-        clipblip.rerank(clip, "x", _images(image_folder), by="itm")
+        clipblip.rerank(tiny_clip, "x", _images(image_folder), by="itm")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------
@@ -147,13 +137,13 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_cli_score_one_pair(clip, tiny_clip_dir, image_folder, capsys):
+def test_cli_score_one_pair(tiny_clip, tiny_clip_dir, image_folder, capsys):
     image = _images(image_folder)[0]
     code, out, _ = run(capsys, "score", image, TEXTS[0], "--refs", "red", "-m", tiny_clip_dir, "--json")
     assert code == 0
     item = json.loads(out)["items"][0]
-    assert item["clipscore"] == pytest.approx(clipblip.clipscore(clip, image, TEXTS[0]), abs=1e-6)
-    assert item["refclipscore"] == pytest.approx(clipblip.refclipscore(clip, image, TEXTS[0], ["red"]), abs=1e-6)
+    assert item["clipscore"] == pytest.approx(clipblip.clipscore(tiny_clip, image, TEXTS[0]), abs=1e-6)
+    assert item["refclipscore"] == pytest.approx(clipblip.refclipscore(tiny_clip, image, TEXTS[0], ["red"]), abs=1e-6)
     code, _, err = run(capsys, "score", image_folder / "broken.jpg", "x", "-m", tiny_clip_dir)
     assert code == EXIT_ERROR and "broken.jpg" in err and "Traceback" not in err
     assert run(capsys, "score", image, "-m", tiny_clip_dir)[0] == EXIT_ERROR  # no prompt
@@ -174,12 +164,12 @@ def test_cli_score_set_writes_items_and_reports_skips(tiny_clip_dir, image_folde
     assert code == EXIT_ERROR and "not both" in err
 
 
-def test_cli_rerank(clip, tiny_clip_dir, image_folder, capsys):
+def test_cli_rerank(tiny_clip, tiny_clip_dir, image_folder, capsys):
     code, out, err = run(capsys, "rerank", "a red square", image_folder, "--top", "3", "-m", tiny_clip_dir,
                          "--json")
     assert code == EXIT_PARTIAL and "broken.jpg" in err
     rows = json.loads(out)["results"]
-    best = clipblip.rerank(clip, "a red square", _images(image_folder), top_k=3)
+    best = clipblip.rerank(tiny_clip, "a red square", _images(image_folder), top_k=3)
     assert [r["image"] for r in rows] == [str(_images(image_folder)[i]) for i, _ in best]
     code, _, err = run(capsys, "rerank", "x", image_folder / "0_red.jpg", "--by", "itm", "-m", tiny_clip_dir)
     assert code == EXIT_ERROR and "BLIP" in err
