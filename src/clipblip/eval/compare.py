@@ -127,7 +127,7 @@ def heldout(model, recs: list[dict], itm: bool = False) -> dict:
 def zero_shot(model, single: list[dict], scenes: list[dict]) -> dict:
     """Zero-shot accuracy per label kind (data/shapes_eval.py), with its intervals and per-image outcomes."""
     items = zero_shot_outcomes(model, single, scenes)
-    return {**{k: sum(v) / len(v) for k, v in items.items()}, "ci": U.zero_shot_ci(items), "items": items}
+    return {**{k: sum(v) / len(v) for k, v in items.items()}, "ci": U.shares_ci(items), "items": items}
 
 
 def captioning(blip, recs: list[dict], num_beams: int = 3) -> dict:

@@ -56,7 +56,9 @@ def probe_ci(items: dict) -> dict:
     return {"all": _wilson(correct), "per_type": {t: _wilson(correct[types == t]) for t in sorted(set(types))}}
 
 
-def zero_shot_ci(items: dict) -> dict:
+def shares_ci(items: dict) -> dict:
+    """The Wilson interval of each named list of right/wrong outcomes (zero-shot per label kind, CapFilt's CLIPs
+    per metric)."""
     return {kind: _wilson(right) for kind, right in items.items()}
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import stats
 from ..errors import ClipBlipError
+from ..eval.uncertainty import shares_ci
 
 METRICS = ("t2i_r1", "zs_shape", "zs_color", "zs_count")
 N_BOOT = 1000
@@ -118,7 +119,7 @@ def uncertainty(items: dict[str, dict[str, list[bool]]]) -> dict:
     interval (the three CLIPs' items resampled together; None where the ratio is undefined in some resample:
     unbounded), CapFilt's R@1 gain over the noisy corpus with a paired bootstrap interval, and the `tests`."""
     scores = {c: {m: float(np.mean(v)) for m, v in out.items()} for c, out in items.items()}
-    ci = {c: {m: list(stats.wilson(int(np.sum(v)), len(v))) for m, v in out.items()} for c, out in items.items()}
+    ci = {c: shares_ci(out) for c, out in items.items()}
     gap, ci["gap_closed"] = {}, {}
     for m in METRICS:
         noisy, capfilt, clean = (np.asarray(items[c][m], dtype=float) for c in ("noisy", "capfilt", "clean"))
