@@ -16,7 +16,7 @@ import argparse
 import torch
 
 import clipblip
-from clipblip.data.shapes import COLORS, RADIUS, SHAPES, ShapesWorld, as_scene
+from clipblip.data.shapes import COLORS, SHAPES, ShapesWorld, as_scene, centre
 
 SIZE = 64  # Shapes images, as the shipped models read them
 
@@ -33,9 +33,8 @@ def centre_tokens(model, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor
         for b, s in enumerate(samples):
             scene = as_scene(s["scene"])
             cell = SIZE / scene.grid
-            for o in scene.objects:  # the renderer's centre (data.shapes.render, 1x scale)
-                room = max(0.0, cell / 2 - RADIUS[o.size] * cell - 1)
-                x, y = (o.col + 0.5) * cell + o.dx * room, (o.row + 0.5) * cell + o.dy * room
+            for o in scene.objects:
+                x, y = centre(o, cell)
                 feats.append(tokens[b, 1 + int(y // patch) * side + int(x // patch)].float())
                 shapes.append(SHAPES.index(o.shape))
                 colors.append(COLORS.index(o.color))

@@ -156,6 +156,13 @@ def _background(size: int, background: int, texture: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def centre(o: Obj, cell: float, margin: float = 1.0) -> tuple[float, float]:
+    """Where `o`'s centre is drawn, in px, when a cell is `cell` px a side: its cell's centre moved by (dx, dy)
+    within the room that keeps the object `margin` px inside the cell."""
+    room = max(0.0, cell / 2 - RADIUS[o.size] * cell - margin)
+    return (o.col + 0.5) * cell + o.dx * room, (o.row + 0.5) * cell + o.dy * room
+
+
 def render(scene: Scene, size: int = 64, antialias: bool = True) -> Image.Image:
     """RGB image of `size` x `size`. With antialias the scene is drawn at 2x and box-downsampled (cheap: the
     2x canvas of a 64 px image is 128 px)."""
@@ -165,9 +172,7 @@ def render(scene: Scene, size: int = 64, antialias: bool = True) -> Image.Image:
     cell = size * scale / scene.grid
     for o in scene.objects:
         r = RADIUS[o.size] * cell
-        room = max(0.0, cell / 2 - r - scale)  # how far the centre may move: the object keeps a 1 px margin
-        cx = (o.col + 0.5) * cell + o.dx * room
-        cy = (o.row + 0.5) * cell + o.dy * room
+        cx, cy = centre(o, cell, margin=scale)  # a 1 px margin in the output image
         fill = tuple(min(255, max(0, round(c * (1 + 0.1 * o.shade)))) for c in RGB[o.color])
         if o.shape == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
