@@ -55,16 +55,27 @@ class Runtime:
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as the kernel reports them (Linux); empty where they cannot be read."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first line of /proc/cpuinfo (Linux) that starts with one of `keys`; None where there is
+    none or the file cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        if line.startswith(keys):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (Linux); empty where they cannot be read."""
+    return frozenset((_cpuinfo("flags", "Features") or "").split())
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name as the kernel reports it (what `lscpu` shows as "Model name"); None where unknown."""
+    return _cpuinfo("model name")
 
 
 def cpu_native_bf16() -> bool:

@@ -157,17 +157,11 @@ def evaluate(model, cfg: BindingConfig) -> dict:
 def _machine() -> dict:
     import torch
 
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from ..runtime import cpu_model
+
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu": cpu,
+            "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu": cpu_model(),
             "load_average": [round(x, 2) for x in load] if load else None}
 
 
